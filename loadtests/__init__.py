@@ -1,0 +1,1 @@
+"""Locust load tests built on the simulator's behaviour model."""

@@ -1,0 +1,1 @@
+"""The ``shoptwin`` command line."""

@@ -1,0 +1,1 @@
+"""The bare echo service: the baseline every benchmark measures in the same run."""

@@ -1,0 +1,53 @@
+"""The echo baseline that service benchmarks measure in the same run as their own RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.runtime.bench import LatencyStats, closed_loop
+from services.runtime.client import ChannelOptions, create_aio_channel
+from services.runtime.process import ServiceProcess, free_port
+from shoptwin.v1 import echo_pb2, echo_pb2_grpc
+
+
+def start_echo_process(log_path: Path | None = None) -> ServiceProcess:
+    """An echo server in its own process (as the measured service runs), SERVING on return."""
+    proc = ServiceProcess(
+        "echo",
+        free_port(),
+        extra_args=["--metrics-port", "0", "--log-level", "warning"],
+        log_path=log_path,
+    )
+    proc.start()
+    proc.wait_serving(60)
+    return proc
+
+
+async def measure_echo(
+    target: str,
+    concurrencies: Sequence[int],
+    *,
+    duration_s: float,
+    payload_bytes: int = 64,
+    options: ChannelOptions | None = None,
+) -> list[LatencyStats]:
+    """Closed-loop echo throughput and latency at each concurrency, over one reused channel."""
+    channel = create_aio_channel(target, options or ChannelOptions())
+    try:
+        stub = echo_pb2_grpc.EchoServiceStub(channel)
+        request = echo_pb2.EchoRequest(payload=b"x" * payload_bytes)
+
+        async def call(_index: int) -> None:
+            await stub.Echo(request)
+
+        results = []
+        for concurrency in concurrencies:
+            results.append(
+                await closed_loop("echo", call, concurrency=concurrency, duration_s=duration_s)
+            )
+            await asyncio.sleep(0.2)
+        return results
+    finally:
+        await channel.close(None)

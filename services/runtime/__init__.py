@@ -1,0 +1,2 @@
+"""Plumbing every ShopTwin service shares, written once: server bootstrap, interceptors, settings,
+client channels, TLS, logging, metrics and the benchmark harness."""

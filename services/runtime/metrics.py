@@ -1,0 +1,89 @@
+"""Prometheus metrics of the RPC layer: a request counter and a latency histogram per method and
+code, and an in-flight gauge, served over HTTP.
+
+With several worker processes (SO_REUSEPORT) each worker writes its samples to
+``PROMETHEUS_MULTIPROC_DIR`` and the parent process serves the sum, so a scrape sees the
+service, not one worker.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+@dataclass
+class RpcMetrics:
+    requests: Counter
+    latency: Histogram
+    in_flight: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None) -> RpcMetrics:
+        """Create the RPC metrics in ``registry``.
+
+        A worker of a multi-process server passes ``None``: its samples then go only to the
+        multiprocess value files that the parent aggregates.
+        """
+        requests = Counter(
+            "shoptwin_rpc_requests",
+            "RPCs handled, by method and status code",
+            ["service", "method", "code"],
+            registry=registry,
+        )
+        latency = Histogram(
+            "shoptwin_rpc_duration_seconds",
+            "RPC handling time, by method and status code",
+            ["service", "method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        in_flight = Gauge(
+            "shoptwin_rpc_in_flight",
+            "RPCs being handled",
+            ["service", "method"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        return cls(requests, latency, in_flight)
+
+
+def serve_metrics(port: int, host: str, registry: CollectorRegistry) -> None:
+    """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread."""
+    start_http_server(port, addr=host, registry=registry)
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """A registry that sums the samples every worker wrote to PROMETHEUS_MULTIPROC_DIR."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        raise RuntimeError("PROMETHEUS_MULTIPROC_DIR must be set before workers start")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry

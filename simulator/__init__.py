@@ -1,0 +1,1 @@
+"""SimPy digital twin of shoppers, vehicles and a 5G network."""
