@@ -115,13 +115,13 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    extra = ["--config", args.config] if args.config else []
+    global_args = ["--config", args.config] if args.config else []
     processes = [
         ServiceProcess(
             service=name,
             port=settings_of[name].port,
             host=settings_of[name].host,
-            extra_args=extra,
+            global_args=global_args,
             log_path=args.log_dir / f"{name}.log",
         )
         for name in names

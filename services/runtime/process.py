@@ -75,6 +75,8 @@ class ServiceProcess:
     port: int
     host: str = "127.0.0.1"
     extra_args: Sequence[str] = ()
+    #: Options of `shoptwin` itself, placed before `serve` (e.g. ["--config", "x.toml"]).
+    global_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
