@@ -72,6 +72,13 @@ def _rebuild(handler: Handler, **behaviours: Any) -> Handler:
     return grpc.stream_stream_rpc_method_handler(behaviours["stream_stream"], **kwargs)
 
 
+def _unexpected(exc: BaseException) -> str | None:
+    """The repr of an exception that is a bug rather than a status (for the access log)."""
+    if isinstance(exc, DomainError | NotImplementedError | aio.AbortError):
+        return None
+    return repr(exc)
+
+
 async def _abort_for(exc: BaseException, context: aio.ServicerContext[Any, Any]) -> None:
     """Turn a domain error (or a stub's NotImplementedError) into a status; re-raise others."""
     if isinstance(exc, DomainError):
@@ -146,8 +153,7 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
                     result = await result
                 return result
             except Exception as exc:
-                if not isinstance(exc, DomainError | NotImplementedError | aio.AbortError):
-                    error = repr(exc)
+                error = _unexpected(exc)
                 await _abort_for(exc, context)
             finally:
                 finish(context, started, error)
@@ -180,8 +186,7 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
                     for item in result:
                         yield item
             except Exception as exc:
-                if not isinstance(exc, DomainError | NotImplementedError | aio.AbortError):
-                    error = repr(exc)
+                error = _unexpected(exc)
                 await _abort_for(exc, context)
             finally:
                 finish(context, started, error)
