@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     if (args.tls_client_cert is None) != (args.tls_client_key is None):
         raise SettingsError("--tls-client-cert and --tls-client-key: give both or neither")
     tls_paths = (args.tls_ca, args.tls_client_cert, args.tls_client_key)
-    for flag, path in zip(("--tls-ca", "--tls-client-cert", "--tls-client-key"), tls_paths):
+    for flag, path in zip(
+        ("--tls-ca", "--tls-client-cert", "--tls-client-key"), tls_paths, strict=True
+    ):
         if path is not None and not path.is_file():
             raise SettingsError(f"{flag}: file not found: {path}")
     tls = None
