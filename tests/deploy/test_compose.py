@@ -131,9 +131,12 @@ def test_default_model_is_trained_on_the_service_volume_first(compose: dict, nam
     assert args.default is True
 
 
-def test_containers_are_hardened(compose: dict) -> None:
+def test_containers_are_hardened_and_built_from_the_dockerfile(compose: dict) -> None:
     for name in [*CORE, "recommendation-model", "intent-model", "loadgen"]:
         service = compose["services"][name]
+        # Each names the build, so compose builds the image instead of trying to pull it.
+        assert service["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}, name
+        assert service["image"] == compose["services"]["telemetry"]["image"], name
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
