@@ -103,3 +103,51 @@ def test_compose_command_and_health_check_work_on_a_real_process(tmp_path: Path)
     )
     assert result.returncode == 1
     assert "no answer" in result.stderr
+
+
+def write_self_signed(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (its own CA) and its key, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_health_check_as_the_tls_overlay_runs_it(tmp_path: Path) -> None:
+    cert, key = write_self_signed(tmp_path)
+    async with running_service("telemetry", tls_cert=cert, tls_key=key) as svc:
+        # The overlay's probe: CA file and the certificate's name, target 127.0.0.1.
+        tls = ["--tls-ca", str(cert), "--tls-server-name", "localhost"]
+        assert await health(svc.target, *tls) == 0
+        # Plaintext against a TLS port gets no answer: why the overlay replaces native probes.
+        assert await health(svc.target, "--timeout", "1") == 1
+        # A certificate checked against the wrong name is refused.
+        assert await health(svc.target, "--tls-ca", str(cert), "--tls-server-name", "x") == 1
