@@ -23,6 +23,7 @@ from services.runtime.settings import SettingsError
 PROVIDERS: tuple[str, ...] = (
     "services.cli.serve",
     "services.cli.up",
+    "services.cli.health",
     "services.echo.cli",
     "services.recommendation.cli",
     "services.intent.cli",
