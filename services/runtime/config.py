@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from services.runtime.client import ChannelOptions
 from services.runtime.settings import SettingsError, setting
+from services.runtime.tls import ClientTLS
 
 MIB = 1024 * 1024
 
@@ -52,6 +56,19 @@ class ServerSettings:
     grace_s: float = setting(
         10.0, "seconds in-flight calls get to finish on shutdown", low=0, high=3_600
     )
+    upstream_tls_ca: Path | None = setting(
+        None, "CA that signed the services this one calls (turns on TLS for those channels)"
+    )
+    upstream_tls_cert: Path | None = setting(
+        None, "client certificate this service presents upstream (mTLS)"
+    )
+    upstream_tls_key: Path | None = setting(None, "private key of upstream_tls_cert")
+    upstream_tls_server_name: str | None = setting(
+        None, "host name to verify in upstream certificates instead of the target's"
+    )
+    upstream_auth_token: str | None = setting(
+        None, "bearer token this service sends to the services it calls"
+    )
     data_dir: Path = setting(Path(".shoptwin"), "directory for databases and models")
     log_level: str = setting("info", "log level", choices=("debug", "info", "warning", "error"))
     log_format: str = setting("json", "log format", choices=("json", "console"))
@@ -61,12 +78,43 @@ class ServerSettings:
             raise SettingsError("tls_cert and tls_key: set both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise SettingsError("tls_client_ca: mTLS needs tls_cert and tls_key as well")
-        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        if (self.upstream_tls_cert is None) != (self.upstream_tls_key is None):
+            raise SettingsError("upstream_tls_cert and upstream_tls_key: set both or neither")
+        if self.upstream_tls_cert is not None and self.upstream_tls_ca is None:
+            raise SettingsError("upstream_tls_cert: mTLS upstream needs upstream_tls_ca as well")
+        for name in (
+            "tls_cert",
+            "tls_key",
+            "tls_client_ca",
+            "upstream_tls_ca",
+            "upstream_tls_cert",
+            "upstream_tls_key",
+        ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise SettingsError(f"{name}: file not found: {path}")
         if self.auth_token is not None and len(self.auth_token) < 16:
             raise SettingsError("auth_token: must be at least 16 characters")
+
+    def upstream_channel_options(self, **overrides: Any) -> ChannelOptions:
+        """Channel options for calls this service makes to others (intent → dispatch,
+        dispatch → telemetry): TLS and token from the ``upstream_*`` settings, message limit
+        from this server's; ``overrides`` replace any field (e.g. ``default_timeout_s``)."""
+        tls = None
+        if self.upstream_tls_ca is not None:
+            tls = ClientTLS(
+                ca_cert=self.upstream_tls_ca,
+                client_cert=self.upstream_tls_cert,
+                client_key=self.upstream_tls_key,
+                server_name=self.upstream_tls_server_name,
+            )
+        options = ChannelOptions(
+            tls=tls,
+            auth_token=self.upstream_auth_token,
+            max_message_bytes=self.max_message_bytes,
+            metadata=(),
+        )
+        return dataclasses.replace(options, **overrides)
 
     @property
     def tls_enabled(self) -> bool:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
-from services.runtime.config import ServerSettings
+if TYPE_CHECKING:  # config builds ClientTLS, so the import goes one way at run time
+    from services.runtime.config import ServerSettings
 
 
 def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:

@@ -244,7 +244,14 @@ def setting_env_names(service: str) -> dict[str, str]:
     return names
 
 
-TLS_FIELDS = ("tls_cert", "tls_key", "tls_client_ca")
+TLS_FIELDS = (
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "upstream_tls_ca",
+    "upstream_tls_cert",
+    "upstream_tls_key",
+)
 
 
 def resolve_service_env(service: str, env: Mapping[str, str]) -> tuple[ServerSettings, object]:

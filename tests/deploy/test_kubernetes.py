@@ -89,6 +89,7 @@ def test_workload_command_ports_and_settings(
     if variant == "tls":
         assert env["SHOPTWIN_TLS_CERT"] == f"{TLS_DIR}/tls.crt"
         assert env["SHOPTWIN_TLS_KEY"] == f"{TLS_DIR}/tls.key"
+        assert env["SHOPTWIN_UPSTREAM_TLS_CA"] == f"{TLS_DIR}/ca.crt"
         assert mounts[TLS_DIR] == "tls"
         secret = next(v for v in m.pod_spec(workload)["volumes"] if v["name"] == "tls")
         assert secret["secret"]["secretName"] == "shoptwin-tls"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from services.runtime.client import (
 )
 from services.runtime.testing import running_service
 from shoptwin.v1 import echo_pb2, echo_pb2_grpc
+from tests.runtime.certs import make_certs
 from tests.runtime.probe_app import PROBE
 
 
@@ -78,3 +80,32 @@ async def test_sync_channel_sends_token_and_request_id() -> None:
         assert reply.payload == b"s"
         assert len(dict(call.trailing_metadata())["x-request-id"]) == 32
         channel.close()
+
+
+async def test_upstream_settings_give_tls_channel_options(tmp_path: Path) -> None:
+    from services.runtime.config import ServerSettings
+
+    certs = make_certs(tmp_path)
+    settings = ServerSettings(
+        upstream_tls_ca=certs.ca,
+        upstream_tls_cert=certs.client_cert,
+        upstream_tls_key=certs.client_key,
+        upstream_auth_token="upstream-token-0123456789",
+    )
+    settings.validate()
+    options = settings.upstream_channel_options(default_timeout_s=1.0)
+    assert options.tls is not None and options.tls.client_cert == certs.client_cert
+    assert options.default_timeout_s == 1.0
+    async with running_service(
+        PROBE,
+        tls_cert=certs.server_cert,
+        tls_key=certs.server_key,
+        tls_client_ca=certs.ca,
+        auth_token="upstream-token-0123456789",
+        channel_options=options,
+    ) as svc:
+        reply = await echo_pb2_grpc.EchoServiceStub(svc.channel).Echo(
+            echo_pb2.EchoRequest(payload=b"up")
+        )
+        assert reply.payload == b"up"
+    assert ServerSettings().upstream_channel_options().tls is None
