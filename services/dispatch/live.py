@@ -622,7 +622,8 @@ class LiveDispatcher:
                     - distance(before, after)
                 )
                 candidates.append((delta, vid, position))
-        candidates.sort()
+        # Ties go to the later position: the stops already promised keep their ETAs.
+        candidates.sort(key=lambda c: (round(c[0], 6), -c[2], c[1]))
         baseline: dict[str, float] = {}
         for delta, vid, position in candidates:
             vehicle = self.vehicles[vid]
