@@ -606,37 +606,56 @@ class LiveDispatcher:
         self._detach(record, changes)
         changes.orders.add(spec.order_id)
         best: tuple[float, str, int] | None = None
-        candidates: list[tuple[float, str, int]] = []
+        # (added distance, vehicle, position, needs a full re-timing to decide)
+        candidates: list[tuple[float, str, int, bool]] = []
+        window = spec.window or self.depot.hours
         for vid, vehicle in self.vehicles.items():
-            if spec.demand > vehicle.spec.capacity:
+            route = vehicle.route
+            specs = [self.orders[o].spec for o in route]
+            load = vehicle.delivered_load + sum(o.demand for o in specs)
+            if load + spec.demand > vehicle.spec.capacity:
                 continue
-            context, _ = self._context(vehicle, now)
-            points = [context.start] + [self.orders[o].spec.location for o in vehicle.route]
-            points.append(context.end)
-            first = 1 if vehicle.active and vehicle.route else 0
-            for position in range(first, len(vehicle.route) + 1):
+            context, not_before = self._context(vehicle, now)
+            timed = self._time(vehicle, now, route)
+            speed = context.speed
+            points = [context.start, *(o.location for o in specs), context.end]
+            to_new = [distance(p, spec.location) for p in points]
+            latest = self._latest_starts(context, specs) if timed.violation == 0 else None
+            first = 1 if vehicle.active and route else 0
+            for position in range(first, len(route) + 1):
                 before, after = points[position], points[position + 1]
-                delta = (
-                    distance(before, spec.location)
-                    + distance(spec.location, after)
-                    - distance(before, after)
-                )
-                candidates.append((delta, vid, position))
+                delta = to_new[position] + to_new[position + 1] - distance(before, after)
+                if latest is None:
+                    candidates.append((delta, vid, position, True))
+                    continue
+                # O(1) check against the latest feasible start of each later stop.
+                if position == 0:
+                    arrival = context.start_time + to_new[0] / speed
+                    if not_before is not None:
+                        arrival = max(arrival, not_before)
+                else:
+                    arrival = timed.stops[position - 1].departure + to_new[position] / speed
+                begin = max(arrival, window.start)
+                if begin > window.end + TIME_EPSILON:
+                    continue
+                onward = begin + spec.service_time + to_new[position + 1] / speed
+                if onward <= latest[position] + TIME_EPSILON:
+                    candidates.append((delta, vid, position, False))
         # Ties go to the later position: the stops already promised keep their ETAs.
         candidates.sort(key=lambda c: (round(c[0], 6), -c[2], c[1]))
-        baseline: dict[str, float] = {}
-        for delta, vid, position in candidates:
-            vehicle = self.vehicles[vid]
-            if vid not in baseline:
-                baseline[vid] = self._time(vehicle, now, vehicle.route).violation
-            trial = [*vehicle.route[:position], spec.order_id, *vehicle.route[position:]]
-            specs = {oid: self.orders[oid].spec for oid in vehicle.route}
-            specs[spec.order_id] = spec
-            context, not_before = self._context(vehicle, now)
-            timed = time_route(context, trial, specs, self.depot.hours, not_before=not_before)
-            if timed.violation <= baseline[vid] + TIME_EPSILON:
-                best = (delta, vid, position)
-                break
+        for delta, vid, position, full_check in candidates:
+            if full_check:
+                vehicle = self.vehicles[vid]
+                baseline = self._time(vehicle, now, vehicle.route).violation
+                trial = [*vehicle.route[:position], spec.order_id, *vehicle.route[position:]]
+                by_id = {oid: self.orders[oid].spec for oid in vehicle.route}
+                by_id[spec.order_id] = spec
+                context, not_before = self._context(vehicle, now)
+                timed = time_route(context, trial, by_id, self.depot.hours, not_before=not_before)
+                if timed.violation > baseline + TIME_EPSILON:
+                    continue
+            best = (delta, vid, position)
+            break
         if best is not None:
             _, vid, position = best
             self.vehicles[vid].route.insert(position, spec.order_id)
@@ -649,6 +668,21 @@ class LiveDispatcher:
         record.state = OrderState.UNASSIGNABLE
         record.vehicle_id = None
         record.reason, record.detail = self._why_unassignable(spec, now)
+
+    def _latest_starts(self, context: RouteContext, specs: list[OrderSpec]) -> list[float]:
+        """Latest arrival at each stop (and, last, at the end) that keeps the rest of an
+        on-time route on time: the classic backward slack of insertion heuristics."""
+        assert self.depot is not None
+        latest = [0.0] * (len(specs) + 1)
+        latest[-1] = context.latest_return
+        following = context.end
+        for i in range(len(specs) - 1, -1, -1):
+            order = specs[i]
+            window = order.window or self.depot.hours
+            travel = distance(order.location, following) / context.speed
+            latest[i] = min(window.end, latest[i + 1] - travel - order.service_time)
+            following = order.location
+        return latest
 
     def _why_unassignable(self, spec: OrderSpec, now: float) -> tuple[UnassignedReason, str]:
         assert self.depot is not None

@@ -390,3 +390,28 @@ async def test_background_pass_improves_the_inserted_plan(tmp_path: Path) -> Non
         assert plan.total_distance < inserted
         assert plan.cost_after_last_pass <= plan.cost_before_last_pass
         assert sum(len(r.stops) for r in plan.routes) == 30
+
+
+async def test_position_that_puts_a_window_at_risk_triggers_a_replan(tmp_path: Path) -> None:
+    async with running_service("dispatch", options(tmp_path, reopt_interval_s=3600.0)) as svc:
+        stub = dispatch_pb2_grpc.DispatchServiceStub(svc.channel)
+        engine = svc.server.app.engine  # type: ignore[attr-defined]
+        now = time.time()
+        await stub.ConfigureFleet(fleet_request(now, vehicles=1))
+        order = plane_order("soon", 3, 4)
+        order.window.CopyFrom(window(now, now + 60))
+        await stub.SubmitOrder(dispatch_pb2.SubmitOrderRequest(order=order))
+        passes = engine.passes
+        calm = await stub.ReportVehiclePosition(
+            dispatch_pb2.ReportVehiclePositionRequest(vehicle_id="v1", position=plane(1, 1))
+        )
+        assert not calm.replanned
+        # 10 km away at 10 units/s: 1000 s to go, the window closes in 60.
+        reply = await stub.ReportVehiclePosition(
+            dispatch_pb2.ReportVehiclePositionRequest(vehicle_id="v1", position=plane(10_000, 0))
+        )
+        assert reply.replanned
+        assert await engine.wait_for_pass(passes, 30)
+        status = await stub.GetOrderStatus(dispatch_pb2.GetOrderStatusRequest(order_id="soon"))
+        assert status.late
+        assert status.reason.startswith("expected")
