@@ -14,7 +14,7 @@ import contextlib
 import multiprocessing
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
@@ -57,8 +57,8 @@ class DispatchEngine:
         self.settings = settings
         self.clock = clock
         self.dispatcher = LiveDispatcher()
-        self._watchers: dict[str, set[asyncio.Queue[VehicleRouteView]]] = {}
-        self._last_pushed: dict[str, tuple[object, ...]] = {}
+        #: vehicle id → each watcher's queue and the signature of what it was last sent.
+        self._watchers: dict[str, dict[asyncio.Queue[VehicleRouteView], tuple[object, ...]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._executor: Executor | None = None
@@ -73,16 +73,16 @@ class DispatchEngine:
     async def start(self) -> None:
         await self.store.open()
         self.dispatcher = await self.store.load()
-        if self.settings.solver_executor == "thread":
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch-vrp")
-        else:
-            # spawn, not fork: a forked child would inherit gRPC's threads.
-            self._executor = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
+        self._executor = self._new_executor()
         self._task = asyncio.create_task(self._reoptimise_forever(), name="dispatch-reopt")
         if self.dispatcher.has_work():
             self._wake.set()
+
+    def _new_executor(self) -> Executor:
+        if self.settings.solver_executor == "thread":
+            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch-vrp")
+        # spawn, not fork: a forked child would inherit gRPC's threads.
+        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -144,13 +144,13 @@ class DispatchEngine:
         """The vehicle's route now, then each time it changes (until the caller stops)."""
         first = self.vehicle_route(vehicle_id)  # NOT_FOUND before subscribing
         queue: asyncio.Queue[VehicleRouteView] = asyncio.Queue(maxsize=64)
-        self._watchers.setdefault(vehicle_id, set()).add(queue)
+        self._watchers.setdefault(vehicle_id, {})[queue] = first.signature()
         try:
             yield first
             while True:
                 yield await queue.get()
         finally:
-            self._watchers.get(vehicle_id, set()).discard(queue)
+            self._watchers.get(vehicle_id, {}).pop(queue, None)
 
     async def wait_for_pass(self, after: int, timeout_s: float) -> bool:
         """Wait until more than ``after`` passes have run (tests and benchmarks)."""
@@ -189,10 +189,10 @@ class DispatchEngine:
                 continue
             view = self.dispatcher.vehicle_route(vid, now)
             signature = view.signature()
-            if self._last_pushed.get(vid) == signature:
-                continue
-            self._last_pushed[vid] = signature
-            for queue in list(queues):
+            for queue, last in list(queues.items()):
+                if last == signature:
+                    continue
+                queues[queue] = signature
                 if queue.full():
                     # A slow watcher gets the newest route, not a backlog of stale ones.
                     with contextlib.suppress(asyncio.QueueEmpty):
@@ -224,6 +224,14 @@ class DispatchEngine:
                 )
             except asyncio.CancelledError:
                 raise
+            except BrokenExecutor:
+                log.exception("solver process died; starting a new one")
+                if self._executor is not None:
+                    self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
+                self._wake.set()
+                await asyncio.sleep(self.settings.reopt_interval_s)
+                continue
             except Exception:
                 log.exception("re-optimisation failed")
                 await asyncio.sleep(self.settings.reopt_interval_s)
