@@ -125,6 +125,12 @@ async def test_positions_from_the_stream_move_status_and_eta(tmp_path: Path) -> 
                 return status.state == dispatch_pb2.ORDER_STATE_EN_ROUTE
 
             await wait_until(moved)
+            feed = svc.server.app.feed  # type: ignore[attr-defined]
+
+            async def counted() -> bool:  # the count follows the commit
+                return bool(feed.readings_applied == 1)
+
+            await wait_until(counted)
             status = await stub.GetOrderStatus(dispatch_pb2.GetOrderStatusRequest(order_id="o1"))
             delay_s = (status.eta.ToNanoseconds() - planned.eta.ToNanoseconds()) / 1e9
             # 6.7 km from the van at 10 m/s instead of 1.2 km from the depot: ~550 s later.
@@ -137,8 +143,6 @@ async def test_positions_from_the_stream_move_status_and_eta(tmp_path: Path) -> 
                 )
             )
             assert abs(route.position.geo.longitude - (-0.0450)) < 1e-9
-            feed = svc.server.app.feed  # type: ignore[attr-defined]
-            assert feed.readings_applied == 1
     finally:
         await fake_server.stop(0)
 
