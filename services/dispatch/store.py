@@ -1,9 +1,9 @@
 """Durable state of live dispatch in SQLite (WAL): fleet, vehicles, orders with their
 assignment and position in the route, and plan metadata.
 
-Writes run on one dedicated thread, in submission order, each in one transaction; a caller
-awaits the commit before it acknowledges. ``synchronous=FULL`` by default, so an acknowledged
-write survives a crash of the machine, not only of the process.
+Writes run on one dedicated thread, in submission order, grouped into transactions (group
+commit); a caller awaits the commit of its rows before it acknowledges. ``synchronous=FULL``
+by default, so an acknowledged write survives a crash of the machine, not only of the process.
 """
 
 from __future__ import annotations
@@ -229,6 +229,9 @@ class DispatchStore:
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch-db")
         self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Rows, asyncio.Future[None]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +245,9 @@ class DispatchStore:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
         def _close() -> None:
             if self._conn is not None:
                 self._conn.close()
@@ -251,35 +257,70 @@ class DispatchStore:
         self._executor.shutdown(wait=True)
 
     async def write(self, rows: Rows) -> None:
-        """Commit ``rows`` in one transaction; returns once durable."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows)
+        """Commit ``rows``; returns once durable.
 
-    def _write(self, rows: Rows) -> None:
+        Group commit: writes that arrive while a commit is in flight wait for it and then go
+        out together in the next transaction, so one fsync serves a burst of callers.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((rows, done))
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = loop.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await loop.run_in_executor(
+                        self._executor, self._write, [rows for rows, _ in batch]
+                    )
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._flushing = False
+
+    def _write(self, batch: list[Rows]) -> None:
         conn = self._conn
         assert conn is not None, "store not open"
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if rows.depot is not None:
-                conn.execute(
-                    "INSERT INTO fleet (id, depot) VALUES (1, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET depot = excluded.depot",
-                    (rows.depot,),
-                )
-            conn.executemany(
-                "INSERT OR REPLACE INTO vehicles VALUES (?, ?, ?, ?, ?, ?, ?)", rows.vehicles
-            )
-            conn.executemany(
-                "UPDATE vehicles SET in_fleet = 0 WHERE vehicle_id = ?",
-                [(v,) for v in rows.removed_vehicles],
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows.orders
-            )
-            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.meta)
+            for rows in batch:  # in order: a later row of the same key wins
+                self._write_rows(conn, rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
+        if rows.depot is not None:
+            conn.execute(
+                "INSERT INTO fleet (id, depot) VALUES (1, ?) "
+                "ON CONFLICT(id) DO UPDATE SET depot = excluded.depot",
+                (rows.depot,),
+            )
+        conn.executemany(
+            "INSERT OR REPLACE INTO vehicles VALUES (?, ?, ?, ?, ?, ?, ?)", rows.vehicles
+        )
+        conn.executemany(
+            "UPDATE vehicles SET in_fleet = 0 WHERE vehicle_id = ?",
+            [(v,) for v in rows.removed_vehicles],
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows.orders
+        )
+        conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.meta)
 
     async def load(self) -> LiveDispatcher:
         """The dispatcher as last committed (empty when the file is new)."""
