@@ -427,16 +427,16 @@ class LiveDispatcher:
         old_orders = {
             oid: (r.state, r.vehicle_id, r.reason, r.detail) for oid, r in self.orders.items()
         }
-        placed: set[str] = set()
+        # Frozen stops first: one frozen meanwhile may sit in another vehicle's new route.
+        heads = {
+            vid: vehicle.route[:1] if vehicle.active and vehicle.route else []
+            for vid, vehicle in self.vehicles.items()
+        }
+        placed: set[str] = {o for head in heads.values() for o in head}
         for vid, vehicle in self.vehicles.items():
-            head = vehicle.route[:1] if vehicle.active and vehicle.route else []
-            tail = [
-                o
-                for o in planned.get(vid, [])
-                if o not in head and self._is_open(o) and o not in placed
-            ]
-            vehicle.route = head + tail
-            placed.update(vehicle.route)
+            tail = [o for o in planned.get(vid, []) if self._is_open(o) and o not in placed]
+            vehicle.route = heads[vid] + tail
+            placed.update(tail)
         changes = Changes(plan=True)
         for oid, record in self.orders.items():
             if (
