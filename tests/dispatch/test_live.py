@@ -212,7 +212,7 @@ def test_stop_frozen_during_the_pass_is_not_planned_twice() -> None:
     from dataclasses import replace
 
     d = fleet(vehicles=2, capacity=10)
-    for oid, x in (("a", 10), ("b", 20), ("c", -10)):
+    for oid, x in (("a", 10), ("b", 20), ("c", -10), ("d", -30)):
         d.submit(order(oid, x, 1), now=0.0)
     snapshot = d.snapshot(now=0.0)
     result = solve_problem(snapshot.problem, SolveOptions(0.1), snapshot.initial_routes)
@@ -221,11 +221,12 @@ def test_stop_frozen_during_the_pass_is_not_planned_twice() -> None:
     everything_on_v1 = replace(
         result, routes=(replace(result.routes[0], vehicle_id="v1", stops=stops),)
     )
-    # ... while, meanwhile, v2 started driving to c.
-    d.vehicles["v1"].route = ["a", "b"]
+    # ... while, meanwhile, v2 started driving to c, and v1 zigzags (so the pass is adopted).
+    d.vehicles["v1"].route = ["a", "d", "b"]
     d.vehicles["v2"].route = ["c"]
     d.report_position("v2", PlanePoint(-1, 0), when=1.0, now=1.0)
-    d.apply(snapshot, everything_on_v1, now=1.0)
+    outcome, _ = d.apply(snapshot, everything_on_v1, now=1.0)
+    assert outcome.adopted
     assert d.vehicles["v2"].route == ["c"]
-    assert sorted(d.vehicles["v1"].route) == ["a", "b"]
+    assert sorted(d.vehicles["v1"].route) == ["a", "b", "d"]
     assert d.status("c", 1.0).state is OrderState.EN_ROUTE
