@@ -37,6 +37,7 @@ class DispatchApp:
                 reopt_interval_s=options.reopt_interval_s,
                 solver_executor=options.solver_executor,
                 seed=options.seed,
+                background=options.background_reopt,
             ),
         )
         self.feed: TelemetryFeed | None = None

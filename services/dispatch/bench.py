@@ -1,8 +1,9 @@
 """``shoptwin bench dispatch-live``: SubmitOrder latency while the background re-optimisation
 runs, and how much that re-optimisation improves on cheapest insertion.
 
-The service runs in its own process (``shoptwin serve dispatch``) with back-to-back background
-passes. Load is open-loop: calls leave on a fixed schedule whether or not earlier ones have
+The service runs in its own process (``shoptwin serve dispatch``), twice with the same seeded
+load: background passes off (the baseline: latency and distance of cheapest insertion alone),
+then on, back to back by default (the worst case for latency). Load is open-loop: calls leave on a fixed schedule whether or not earlier ones have
 answered, so queueing shows in the percentiles. First ``orders`` orders are submitted; then, for
 ``duration_s``, each tick submits a new order and cancels the oldest open one, so ``orders``
 stay open while passes run. The baseline is the bare echo RPC measured in the same run.
@@ -20,7 +21,6 @@ from typing import Any
 from google.protobuf import duration_pb2
 
 from services.dispatch import convert
-from services.dispatch.live import LiveDispatcher
 from services.dispatch.problem import (
     DepotSpec,
     GeoPoint,
@@ -45,6 +45,7 @@ class LiveBenchConfig:
     duration_s: float = 20.0
     rate_per_s: float = 20.0
     reopt_time_limit_s: float = 1.0
+    reopt_interval_s: float = 0.0
     seed: int = 7
 
 
@@ -107,36 +108,66 @@ async def _echo_baseline(duration_s: float) -> LatencyStats:
 
 
 async def run_live_bench(config: LiveBenchConfig) -> dict[str, Any]:
-    """Run the benchmark against a fresh service process; returns the report as a dict."""
-    rng = random.Random(config.seed)
-    with tempfile.TemporaryDirectory(prefix="shoptwin-dispatch-bench-") as data_dir:
-        proc = ServiceProcess(
-            "dispatch",
-            free_port(),
-            extra_args=[
-                "--metrics-port=0",
-                "--log-level=warning",
-                f"--data-dir={data_dir}",
-                "--telemetry-target=",
-                f"--reopt-time-limit-s={config.reopt_time_limit_s}",
-                "--reopt-interval-s=0",
-                f"--seed={config.seed}",
-            ],
-        )
-        proc.start()
-        try:
-            proc.wait_serving(60)
-            report = await _drive(proc.target, config, rng)
-        finally:
-            proc.stop()
+    """Run the same seeded load twice against fresh service processes: background passes off
+    (the baseline: latency and cost of cheapest insertion alone), then on."""
+    runs = {}
+    for background in (False, True):
+        rng = random.Random(config.seed)
+        with tempfile.TemporaryDirectory(prefix="shoptwin-dispatch-bench-") as data_dir:
+            proc = ServiceProcess(
+                "dispatch",
+                free_port(),
+                extra_args=[
+                    "--metrics-port=0",
+                    "--log-level=warning",
+                    f"--data-dir={data_dir}",
+                    "--telemetry-target=",
+                    "--background-reopt" if background else "--no-background-reopt",
+                    f"--reopt-time-limit-s={config.reopt_time_limit_s}",
+                    f"--reopt-interval-s={config.reopt_interval_s}",
+                    f"--seed={config.seed}",
+                ],
+            )
+            proc.start()
+            try:
+                proc.wait_serving(60)
+                runs["with_passes" if background else "without_passes"] = await _drive(
+                    proc.target, config, rng, settle=background
+                )
+            finally:
+                proc.stop()
     echo = await _echo_baseline(3.0)
-    report["echo_baseline"] = echo.as_dict()
-    submit_p99 = report["submit"]["p99_ms"]
-    report["submit_p99_over_echo_p99"] = round(submit_p99 / echo.p99_ms, 1) if echo.p99_ms else None
-    return report
+    with_passes, without = runs["with_passes"], runs["without_passes"]
+    insertion_cost = without["plan_distance_m"]
+    optimised_cost = with_passes["plan_distance_m"]
+    return {
+        "config": config.__dict__,
+        "submit": with_passes["submit"],
+        "cancel": with_passes["cancel"],
+        "submit_without_passes": without["submit"],
+        "background_passes_observed": with_passes["passes_observed"],
+        "echo_baseline": echo.as_dict(),
+        "submit_p99_over_echo_p99": round(with_passes["submit"]["p99_ms"] / echo.p99_ms, 1)
+        if echo.p99_ms
+        else None,
+        "cost": {
+            "open_orders": config.orders,
+            "insertion_only_m": round(insertion_cost, 1),
+            "after_background_m": round(optimised_cost, 1),
+            "improvement_pct": round((1 - optimised_cost / insertion_cost) * 100, 2)
+            if insertion_cost
+            else None,
+            "assigned_insertion_only": without["assigned"],
+            "assigned_after_passes": with_passes["assigned"],
+            "last_pass_before_m": round(with_passes["last_pass"][0], 1),
+            "last_pass_after_m": round(with_passes["last_pass"][1], 1),
+        },
+    }
 
 
-async def _drive(target: str, config: LiveBenchConfig, rng: random.Random) -> dict[str, Any]:
+async def _drive(
+    target: str, config: LiveBenchConfig, rng: random.Random, *, settle: bool
+) -> dict[str, Any]:
     channel = create_aio_channel(target, ChannelOptions(retry=None, default_timeout_s=30.0))
     stub = dispatch_pb2_grpc.DispatchServiceStub(channel)
     try:
@@ -202,49 +233,28 @@ async def _drive(target: str, config: LiveBenchConfig, rng: random.Random) -> di
         await asyncio.gather(*list(in_flight))
         stop_watch.set()
         await watcher
-
-        # Cost: cheapest insertion alone of the orders open now (in submission order, same
-        # fleet) vs the service's plan of the same orders once background passes have run.
-        insertion = LiveDispatcher()
-        insertion_now = time.time()
-        insertion.configure_fleet(depot, vehicles, insertion_now)
-        for spec in open_orders:
-            insertion.submit(spec, insertion_now)
-        insertion_cost = insertion.total_distance(insertion_now)
-        await asyncio.sleep(3 * config.reopt_time_limit_s + 1.0)
+        if settle:
+            # Let the passes finish on the final open orders.
+            await asyncio.sleep(3 * config.reopt_time_limit_s + 1.0)
         plan = await stub.GetPlan(dispatch_pb2.GetPlanRequest())
-        assigned = sum(len(r.stops) for r in plan.routes)
-        optimised_cost = plan.total_distance
     finally:
         await channel.close(None)
-
-    submit_stats = summarize("SubmitOrder", 0, submit_latencies, errors, elapsed).as_dict()
-    cancel_stats = summarize("CancelOrder", 0, cancel_latencies, 0, elapsed).as_dict()
     return {
-        "config": config.__dict__,
-        "submit": submit_stats,
-        "cancel": cancel_stats,
-        "background_passes_observed": len(pass_costs),
-        "cost": {
-            "open_orders": len(open_orders),
-            "assigned_after_passes": assigned,
-            "unassigned_after_passes": len(plan.unassigned),
-            "insertion_only_m": round(insertion_cost, 1),
-            "after_background_m": round(optimised_cost, 1),
-            "improvement_pct": round((1 - optimised_cost / insertion_cost) * 100, 2)
-            if insertion_cost
-            else None,
-            "last_pass_before_m": round(plan.cost_before_last_pass, 1),
-            "last_pass_after_m": round(plan.cost_after_last_pass, 1),
-        },
+        "submit": summarize("SubmitOrder", 0, submit_latencies, errors, elapsed).as_dict(),
+        "cancel": summarize("CancelOrder", 0, cancel_latencies, 0, elapsed).as_dict(),
+        "passes_observed": len(pass_costs),
+        "plan_distance_m": plan.total_distance,
+        "assigned": sum(len(r.stops) for r in plan.routes),
+        "last_pass": (plan.cost_before_last_pass, plan.cost_after_last_pass),
     }
 
 
 def render_live_report(report: dict[str, Any]) -> str:
-    """The latency table (SubmitOrder, CancelOrder, echo baseline) and the cost lines."""
+    """The latency table (with and without passes, echo baseline) and the cost lines."""
     rows = [
-        {"rpc": "SubmitOrder", **report["submit"]},
-        {"rpc": "CancelOrder", **report["cancel"]},
+        {"rpc": "SubmitOrder, passes running", **report["submit"]},
+        {"rpc": "CancelOrder, passes running", **report["cancel"]},
+        {"rpc": "SubmitOrder, no passes", **report["submit_without_passes"]},
         {"rpc": "echo (baseline)", **report["echo_baseline"]},
     ]
     table = render_table(
@@ -256,9 +266,9 @@ def render_live_report(report: dict[str, Any]) -> str:
             table,
             f"SubmitOrder p99 / echo p99: {report['submit_p99_over_echo_p99']}x; background "
             f"passes observed during the load: {report['background_passes_observed']}",
-            f"cost of the {cost['open_orders']} open orders: cheapest insertion alone "
-            f"{cost['insertion_only_m']} m, after background passes {cost['after_background_m']} m "
-            f"({cost['improvement_pct']} % lower); assigned {cost['assigned_after_passes']}, "
-            f"unassigned {cost['unassigned_after_passes']}",
+            f"distance of the {cost['open_orders']} open orders: cheapest insertion alone "
+            f"{cost['insertion_only_m']} m ({cost['assigned_insertion_only']} assigned), after "
+            f"background passes {cost['after_background_m']} m "
+            f"({cost['assigned_after_passes']} assigned): {cost['improvement_pct']} % lower",
         ]
     )

@@ -60,11 +60,11 @@ def register(groups: CommandGroups) -> None:
         "dispatch-live",
         help="SubmitOrder latency during background re-optimisation, and its cost gain",
         description=(
-            "Starts `shoptwin serve dispatch` in a child process, configures a fleet, keeps "
-            "--orders orders open (submit and cancel) at --rate per second while the service "
-            "re-optimises in the background, and reports SubmitOrder latency percentiles beside "
-            "the bare echo RPC, and the plan cost of cheapest insertion alone vs after the "
-            "background passes."
+            "Runs `shoptwin serve dispatch` in a child process twice with the same seeded load "
+            "(background passes off, then on): configures a fleet, keeps --orders orders open "
+            "(submit and cancel) at --rate per second, and reports SubmitOrder latency "
+            "percentiles with and without passes beside the bare echo RPC, and the plan "
+            "distance of cheapest insertion alone vs after the background passes."
         ),
     )
     live.add_argument("--orders", type=int, default=100, help="open orders to keep")
@@ -73,6 +73,12 @@ def register(groups: CommandGroups) -> None:
     live.add_argument("--rate", type=float, default=20.0, help="SubmitOrder calls per second")
     live.add_argument(
         "--reopt-time-limit", type=float, default=1.0, help="seconds per background pass"
+    )
+    live.add_argument(
+        "--reopt-interval",
+        type=float,
+        default=0.0,
+        help="pause between background passes (0: back to back, the worst case for latency)",
     )
     live.add_argument("--seed", type=int, default=7, help="seed of the order generator")
     _json_flag(live)
@@ -168,6 +174,7 @@ def run_live(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         rate_per_s=args.rate,
         reopt_time_limit_s=args.reopt_time_limit,
+        reopt_interval_s=args.reopt_interval,
         seed=args.seed,
     )
     report = asyncio.run(run_live_bench(config))

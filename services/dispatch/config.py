@@ -30,6 +30,9 @@ class DispatchOptions:
         low=0,
         high=3600,
     )
+    background_reopt: bool = setting(
+        True, "run background re-optimisation passes (off only for baselines and debugging)"
+    )
     solver_executor: str = setting(
         "process",
         "where the solver runs: a spawned process (keeps RPCs fast) or a thread",

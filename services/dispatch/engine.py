@@ -45,6 +45,8 @@ class EngineSettings:
     #: "process" (default) or "thread" pool for the solver.
     solver_executor: str = "process"
     seed: int = 0
+    #: False turns background passes off (benchmark baselines, debugging).
+    background: bool = True
 
 
 class DispatchEngine:
@@ -74,14 +76,16 @@ class DispatchEngine:
         await self.store.open()
         self.dispatcher = await self.store.load()
         self._executor = self._new_executor()
-        self._task = asyncio.create_task(self._reoptimise_forever(), name="dispatch-reopt")
+        if self.settings.background:
+            self._task = asyncio.create_task(self._reoptimise_forever(), name="dispatch-reopt")
         if self.dispatcher.has_work():
             self._wake.set()
 
     def _new_executor(self) -> Executor:
         if self.settings.solver_executor == "thread":
             return ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch-vrp")
-        # spawn, not fork: a forked child would inherit gRPC's threads.
+        # spawn, not fork: a forked child would inherit gRPC's threads. (Nicing this process
+        # was tried: on the loaded 2-core machine it made SubmitOrder p99 worse, not better.)
         return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
     async def stop(self) -> None:
