@@ -3,10 +3,11 @@ runs, and how much that re-optimisation improves on cheapest insertion.
 
 The service runs in its own process (``shoptwin serve dispatch``), twice with the same seeded
 load: background passes off (the baseline: latency and distance of cheapest insertion alone),
-then on, back to back by default (the worst case for latency). Load is open-loop: calls leave on a fixed schedule whether or not earlier ones have
-answered, so queueing shows in the percentiles. First ``orders`` orders are submitted; then, for
-``duration_s``, each tick submits a new order and cancels the oldest open one, so ``orders``
-stay open while passes run. The baseline is the bare echo RPC measured in the same run.
+then on, back to back by default (the worst case for latency). Load is open-loop: calls leave
+on a fixed schedule whether or not earlier ones have answered, so queueing shows in the
+percentiles. First ``orders`` orders are submitted; then, for ``duration_s``, each tick submits
+a new order and cancels the oldest open one, so ``orders`` stay open while passes run. The bare
+echo RPC, measured in the same run, is the baseline of the machine.
 """
 
 from __future__ import annotations
