@@ -38,6 +38,7 @@ class DispatchApp:
                 solver_executor=options.solver_executor,
                 seed=options.seed,
                 background=options.background_reopt,
+                solver_niceness=options.solver_niceness,
             ),
         )
         self.feed: TelemetryFeed | None = None

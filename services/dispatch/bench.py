@@ -47,6 +47,7 @@ class LiveBenchConfig:
     rate_per_s: float = 20.0
     reopt_time_limit_s: float = 1.0
     reopt_interval_s: float = 0.0
+    solver_niceness: int = 10
     seed: int = 7
 
 
@@ -126,6 +127,7 @@ async def run_live_bench(config: LiveBenchConfig) -> dict[str, Any]:
                     "--background-reopt" if background else "--no-background-reopt",
                     f"--reopt-time-limit-s={config.reopt_time_limit_s}",
                     f"--reopt-interval-s={config.reopt_interval_s}",
+                    f"--solver-niceness={config.solver_niceness}",
                     f"--seed={config.seed}",
                 ],
             )

@@ -80,6 +80,9 @@ def register(groups: CommandGroups) -> None:
         default=0.0,
         help="pause between background passes (0: back to back, the worst case for latency)",
     )
+    live.add_argument(
+        "--solver-niceness", type=int, default=10, help="passed to the service (0..19)"
+    )
     live.add_argument("--seed", type=int, default=7, help="seed of the order generator")
     _json_flag(live)
     live.set_defaults(handler=run_live)
@@ -175,6 +178,7 @@ def run_live(args: argparse.Namespace) -> int:
         rate_per_s=args.rate,
         reopt_time_limit_s=args.reopt_time_limit,
         reopt_interval_s=args.reopt_interval,
+        solver_niceness=args.solver_niceness,
         seed=args.seed,
     )
     report = asyncio.run(run_live_bench(config))

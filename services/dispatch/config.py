@@ -38,6 +38,12 @@ class DispatchOptions:
         "where the solver runs: a spawned process (keeps RPCs fast) or a thread",
         choices=("process", "thread"),
     )
+    solver_niceness: int = setting(
+        10,
+        "how much lower the background solver process's CPU priority is (RPCs first)",
+        low=0,
+        high=19,
+    )
     plan_workers: int = setting(
         1, "processes solving stateless Plan requests side by side", low=1, high=64
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -36,6 +37,13 @@ log = structlog.get_logger("shoptwin.dispatch")
 Clock = Callable[[], float]
 
 
+def _lower_priority(increment: int) -> None:
+    """Runs in the solver process before its first task."""
+    if increment:
+        with contextlib.suppress(OSError, AttributeError):
+            os.nice(increment)
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     #: Seconds of search per background pass.
@@ -47,6 +55,8 @@ class EngineSettings:
     seed: int = 0
     #: False turns background passes off (benchmark baselines, debugging).
     background: bool = True
+    #: How much lower the solver process's CPU priority is (0: same as the server).
+    solver_niceness: int = 10
 
 
 class DispatchEngine:
@@ -84,9 +94,13 @@ class DispatchEngine:
     def _new_executor(self) -> Executor:
         if self.settings.solver_executor == "thread":
             return ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch-vrp")
-        # spawn, not fork: a forked child would inherit gRPC's threads. (Nicing this process
-        # was tried: on the loaded 2-core machine it made SubmitOrder p99 worse, not better.)
-        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        # spawn, not fork: a forked child would inherit gRPC's threads.
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_lower_priority,
+            initargs=(self.settings.solver_niceness,),
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
