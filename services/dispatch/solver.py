@@ -19,7 +19,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -233,6 +233,11 @@ def solve_problem(
     def ticks_ceil(t: float) -> int:
         return max(0, math.ceil((t - origin) * scale - 1e-6))
 
+    def late_ticks(start: float, end: float) -> int:
+        # Rounding a window inwards may cross its ends when it is under a tick wide; the exact
+        # re-timing of the routes still judges such a stop.
+        return max(ticks_floor(end), ticks_ceil(start))
+
     distance_ticks = np.round(sub * scale).astype(np.int64)
     speeds = sorted({g.speed for g in groups})
     durations = [np.ceil(sub * scale / s - 1e-6).astype(np.int64) for s in speeds]
@@ -247,7 +252,7 @@ def solve_problem(
         Depot(
             location=0,
             tw_early=ticks_ceil(problem.depot.hours.start),
-            tw_late=ticks_floor(problem.depot.hours.end),
+            tw_late=late_ticks(problem.depot.hours.start, problem.depot.hours.end),
         )
     ]
     start_depot: dict[int, int] = {0: 0}
@@ -261,8 +266,9 @@ def solve_problem(
             capacity=[g.spec.capacity],
             start_depot=start_depot[g.start_index],
             end_depot=0,
-            tw_early=ticks_ceil(g.earliest),
-            tw_late=ticks_floor(g.latest),
+            # A vehicle free only after its shift ends gets an empty window, not an error.
+            tw_early=ticks_ceil(min(g.earliest, g.latest)),
+            tw_late=late_ticks(min(g.earliest, g.latest), g.latest),
             profile=speeds.index(g.speed),
             name=g.vehicle_ids[0],
         )
@@ -281,7 +287,7 @@ def solve_problem(
                     delivery=[order.demand],
                     service_duration=math.ceil(order.service_time * scale - 1e-6),
                     tw_early=ticks_ceil(window.start),
-                    tw_late=ticks_floor(window.end),
+                    tw_late=late_ticks(window.start, window.end),
                     required=required,
                     prize=0 if required else prize,
                 )
@@ -355,17 +361,26 @@ def solve_problem(
                     break
         candidates.remove(owner)
         group = groups[type_index]
-        start_time = max(group.earliest, origin + py_route.start_time() / scale)
+        # Re-time exactly: leave as early as allowed (never less feasible than the solver's
+        # rounded start), then leave later by the wait at the first stop, so the vehicle
+        # arrives just in time for it and every service start stays the same.
         context = RouteContext(
             vehicle_id=owner,
             start=points[group.start_index],
-            start_time=start_time,
+            start_time=group.earliest,
             end=problem.depot.location,
             latest_return=group.latest,
             speed=group.speed,
             capacity=group.spec.capacity,
         )
-        planned.append(time_route(context, visits, orders_by_id, problem.depot.hours))
+        timed = time_route(context, visits, orders_by_id, problem.depot.hours)
+        first_wait = timed.stops[0].service_start - timed.stops[0].arrival
+        if first_wait > 0:
+            context = replace(context, start_time=context.start_time + first_wait)
+            later = time_route(context, visits, orders_by_id, problem.depot.hours)
+            if later.violation <= timed.violation:
+                timed = later
+        planned.append(timed)
         served.update(visits)
     for i in servable:
         order_id = problem.orders[i].order_id

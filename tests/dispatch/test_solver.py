@@ -121,3 +121,17 @@ def test_vehicle_start_and_shift_are_respected() -> None:
     assert route.start_time >= 500
     assert math.isclose(route.distance, 10 + 60)
     assert route.stops[0].arrival >= 510
+
+
+def test_instant_windows_and_a_vehicle_free_after_its_shift_do_not_break_the_solver() -> None:
+    problem = RoutingProblem(
+        DepotSpec(PlanePoint(0, 0), TimeWindow(0, 100)),
+        (
+            VehicleSpec("on", 10),
+            VehicleSpec("gone", 10, shift=TimeWindow(0, 50), available_from=60.0),
+        ),
+        (OrderSpec("instant", PlanePoint(3, 4), 1, TimeWindow(5.0004, 5.0004)),),
+    )
+    result = solve_problem(problem, FAST)
+    assert result.routes_by_vehicle() == {"on": ["instant"]}
+    assert result.routes[0].stops[0].service_start == 5.0004
