@@ -55,6 +55,12 @@ class DispatchApp:
                 FeedSettings(self.options.telemetry_target, self.options.telemetry_fleet_id),
                 sink=self.engine.report_position,
                 known_vehicle=lambda vid: vid in self.engine.dispatcher.vehicles,
+                # TLS and token for the upstream call come from the shared upstream_* settings;
+                # the feed reconnects itself, so no channel-level retry, and a stream has no
+                # deadline.
+                channel_options=self.settings.upstream_channel_options(
+                    retry=None, default_timeout_s=None
+                ),
             )
             self.feed.start()
 
