@@ -26,6 +26,7 @@ class DispatchApp:
     grpc_service_names = (SERVICE_NAME,)
 
     def __init__(self, settings: ServerSettings, options: DispatchOptions) -> None:
+        self.settings = settings
         self.options = options
         db_path = (
             Path(options.db_path) if options.db_path else settings.data_dir / "dispatch.sqlite3"
