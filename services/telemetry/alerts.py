@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,13 @@ KINDS = (TEMPERATURE_OUT_OF_RANGE, STATIONARY_TOO_LONG, DEVICE_SILENT, GEOFENCE_
 
 FIRING = "firing"
 RESOLVED = "resolved"
+
+
+def local_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Flat-earth (equirectangular) distance in metres; exact enough below a few kilometres."""
+    x = math.radians(lon2 - lon1) * math.cos(math.radians((lat1 + lat2) / 2))
+    y = math.radians(lat2 - lat1)
+    return EARTH_RADIUS_M * math.hypot(x, y)
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -184,27 +193,28 @@ class AlertEngine:
 
     def observe(self, rows: Iterable[Row], fleets: dict[str, str], received_ms: int) -> None:
         """Evaluate the reading rules on ``rows`` (stored just now, at ``received_ms`` on the
-        server clock) and resolve silence alerts of the devices that spoke."""
+        server clock; one device's rows together, in arrival order) and resolve silence alerts
+        of the devices that spoke."""
         self._fleets.update(fleets)
         events: list[AlertEvent] = []
         if self._row_rules:
             state = self._state
-            rules = self._row_rules
-            for row in rows:
-                device_id = row[0]
-                fleet_id = row[FLEET] or self._fleets.get(device_id, "")
-                for rule in rules:
+            for device_id, group in groupby(rows, key=itemgetter(0)):
+                run = list(group)
+                fleet_id = run[-1][FLEET] or self._fleets.get(device_id, "")
+                for rule in self._row_rules:
                     if not rule.applies(device_id, fleet_id):
                         continue
                     key = (rule.rule_id, device_id)
                     st = state.get(key)
                     if st is None:
                         st = state[key] = _DeviceRuleState()
-                    if row[TIME_MS] < st.last_ms:
-                        continue  # late arrival: the device's present is already known
-                    event = self._evaluate(rule, st, row, fleet_id)
-                    if event is not None:
-                        events.append(event)
+                    if rule.kind == TEMPERATURE_OUT_OF_RANGE:
+                        self._temperature(rule, st, run, fleet_id, events)
+                    elif rule.kind == GEOFENCE_EXIT:
+                        self._geofence(rule, st, run, fleet_id, events)
+                    else:
+                        self._stationary(rule, st, run, fleet_id, events)
         for device_id in fleets:
             self._last_seen_ms[device_id] = received_ms
             for rule in self._silence_rules:
@@ -250,61 +260,112 @@ class AlertEngine:
         if events:
             self.emit(events)
 
-    def _evaluate(
-        self, rule: Rule, st: _DeviceRuleState, row: Row, fleet_id: str
-    ) -> AlertEvent | None:
-        t = row[TIME_MS]
-        kind = rule.kind
-        if kind == TEMPERATURE_OUT_OF_RANGE:
+    def _temperature(
+        self, rule: Rule, st: _DeviceRuleState, run: list[Row], fleet_id: str, out: list[AlertEvent]
+    ) -> None:
+        if st.since_ms < 0 and st.alert is None:
+            # Fast path: nothing pending and every value in range leaves the state as it is.
+            temps = [r[TEMPERATURE] for r in run if r[TEMPERATURE] is not None]
+            if not temps:
+                return
+            if rule.min_c <= min(temps) and max(temps) <= rule.max_c:
+                st.last_ms = max(st.last_ms, run[-1][TIME_MS])
+                return
+        for row in run:
             temp = row[TEMPERATURE]
-            if temp is None:
-                return None
+            t = row[TIME_MS]
+            if temp is None or t < st.last_ms:
+                continue  # a late arrival: the device's present is already known
             st.last_ms = t
             if rule.min_c <= temp <= rule.max_c:
                 st.since_ms = -1
-                return self._resolve(st, t, temp, f"temperature back in range at {temp:.1f} C")
-            return self._breach(
-                rule,
-                st,
-                row,
-                fleet_id,
-                temp,
-                f"temperature {temp:.1f} C outside {rule.min_c:g}..{rule.max_c:g} C",
-            )
-        lat, lon = row[LATITUDE], row[LONGITUDE]
-        if lat is None or lon is None:
-            return None
-        st.last_ms = t
-        if kind == GEOFENCE_EXIT:
-            outside = distance_m(lat, lon, *rule.center) - rule.radius_m
+                event = self._resolve(st, t, temp, f"temperature back in range at {temp:.1f} C")
+            else:
+                event = self._breach(
+                    rule,
+                    st,
+                    row,
+                    fleet_id,
+                    temp,
+                    f"temperature {temp:.1f} C outside {rule.min_c:g}..{rule.max_c:g} C",
+                )
+            if event is not None:
+                out.append(event)
+
+    def _geofence(
+        self, rule: Rule, st: _DeviceRuleState, run: list[Row], fleet_id: str, out: list[AlertEvent]
+    ) -> None:
+        located = [r for r in run if r[LATITUDE] is not None]
+        if not located:
+            return
+        if st.since_ms < 0 and st.alert is None:
+            # Fast path: the run's bounding box lies well inside the circle.
+            lats = [r[LATITUDE] for r in located]
+            lons = [r[LONGITUDE] for r in located]
+            lat0, lon0 = rule.center
+            inner = rule.radius_m * 0.999
+            if all(
+                distance_m(lat, lon, lat0, lon0) <= inner  # type: ignore[arg-type]
+                for lat in (min(lats), max(lats))  # type: ignore[type-var]
+                for lon in (min(lons), max(lons))  # type: ignore[type-var]
+            ):
+                st.last_ms = max(st.last_ms, run[-1][TIME_MS])
+                return
+        for row in located:
+            t = row[TIME_MS]
+            if t < st.last_ms:
+                continue
+            st.last_ms = t
+            outside = distance_m(row[LATITUDE], row[LONGITUDE], *rule.center) - rule.radius_m  # type: ignore[arg-type]
             if outside <= 0:
                 st.since_ms = -1
-                return self._resolve(st, t, 0.0, "back inside the geofence")
-            return self._breach(
-                rule, st, row, fleet_id, outside, f"{outside:.0f} m outside the geofence"
+                event = self._resolve(st, t, 0.0, "back inside the geofence")
+            else:
+                event = self._breach(
+                    rule, st, row, fleet_id, outside, f"{outside:.0f} m outside the geofence"
+                )
+            if event is not None:
+                out.append(event)
+
+    def _stationary(
+        self, rule: Rule, st: _DeviceRuleState, run: list[Row], fleet_id: str, out: list[AlertEvent]
+    ) -> None:
+        radius = rule.radius_m
+        for row in run:
+            lat, lon, t = row[LATITUDE], row[LONGITUDE], row[TIME_MS]
+            if lat is None or lon is None or t < st.last_ms:
+                continue
+            st.last_ms = t
+            anchor = st.anchor
+            # The spell starts at the first reading of the spot (the anchor); at tens of metres
+            # the flat-earth distance is exact enough and much cheaper than haversine.
+            if anchor is None or local_distance_m(lat, lon, anchor[0], anchor[1]) > radius:
+                st.anchor = (lat, lon)
+                st.since_ms = t
+                if st.alert is not None:
+                    event = self._resolve(st, t, 0.0, "moving again")
+                    if event is not None:
+                        out.append(event)
+                continue
+            if t - st.since_ms < rule.for_ms:
+                continue
+            stationary_s = (t - st.since_ms) / 1000
+            if st.alert is not None and st.alert.state == FIRING:
+                st.alert.value = stationary_s
+                st.alert.updated_ms = t
+                continue
+            out.append(
+                self._fire(
+                    rule,
+                    st,
+                    row[0],
+                    fleet_id,
+                    st.since_ms,
+                    t,
+                    stationary_s,
+                    f"within {radius:g} m for {stationary_s:.0f} s",
+                )
             )
-        # stationary: the spell starts at the first reading of the spot (the anchor)
-        if st.anchor is None or distance_m(lat, lon, *st.anchor) > rule.radius_m:
-            st.anchor = (lat, lon)
-            st.since_ms = t
-            return self._resolve(st, t, 0.0, "moving again")
-        stationary_s = (t - st.since_ms) / 1000
-        if t - st.since_ms < rule.for_ms:
-            return None
-        if st.alert is not None and st.alert.state == FIRING:
-            st.alert.value = stationary_s
-            st.alert.updated_ms = t
-            return None
-        return self._fire(
-            rule,
-            st,
-            row[0],
-            fleet_id,
-            st.since_ms,
-            t,
-            stationary_s,
-            f"within {rule.radius_m:g} m for {stationary_s:.0f} s",
-        )
 
     def _breach(
         self, rule: Rule, st: _DeviceRuleState, row: Row, fleet_id: str, value: float, text: str

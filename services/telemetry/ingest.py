@@ -307,8 +307,9 @@ class Ingestor:
                 rejected.sort(key=lambda r: r.index)
             partial.append((stored, duplicates, rejected, devices))
             touched.update(dict.fromkeys(devices))
-        # Key order keeps the B-tree writes of one device together.
-        inserts.sort(key=itemgetter(0, 1))
+        # Grouping a device's rows keeps its B-tree writes together (and hands listeners one
+        # run per device); the sort is stable, so each run stays in arrival order.
+        inserts.sort(key=itemgetter(0))
         records = [states[d].record() for d in touched]
         try:
             inserted = self._store.commit(inserts, records)

@@ -108,12 +108,23 @@ class SQLiteStore:
         self._synchronous = synchronous.upper()
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
+        # Checkpoints (copying the WAL into the database file, with an fsync) run on their own
+        # thread and connection, so the writer never stalls on them.
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="telemetry-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Takes effect only on a new database (before WAL mode is set): 16 KiB pages halve
+        # the B-tree work per inserted row compared with 4 KiB.
+        conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit is durable once written to the WAL, which the OS keeps
         # across a killed process; only power loss can roll back the last commits. FULL also
@@ -122,6 +133,16 @@ class SQLiteStore:
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
+
+    def _checkpoint_loop(self, interval_s: float = 0.25) -> None:
+        conn = self._connect()
+        try:
+            while not self._stop_checkpoints.wait(interval_s):
+                # PASSIVE never blocks the writer or readers; once everything is copied, the
+                # writer starts the WAL over from its beginning.
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -273,6 +294,8 @@ class SQLiteStore:
         return buckets
 
     def close(self) -> None:
+        self._stop_checkpoints.set()
+        self._checkpointer.join()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
