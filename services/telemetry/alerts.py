@@ -81,6 +81,8 @@ class Rule:
     radius_m: float = 0.0
     after_ms: int = 0
     center: tuple[float, float] = (0.0, 0.0)
+    #: (lat_lo, lat_hi, lon_lo, lon_hi) of a box surely inside a geofence circle.
+    inner_box: tuple[float, float, float, float] = (0.0, -1.0, 0.0, -1.0)
 
     def applies(self, device_id: str, fleet_id: str) -> bool:
         if self.device_ids is not None and device_id not in self.device_ids:
@@ -97,6 +99,18 @@ def _number(rule_id: str, spec: dict[str, Any], key: str, *, low: float = -math.
     if value < low:
         raise SettingsError(f"rules[{rule_id}].{key}: must be at least {low:g}, got {value}")
     return float(value)
+
+
+def _inner_box(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float]:
+    """A lat/lon box inside the circle (half-side r/sqrt(2), shrunk 1 % for the flat-earth
+    approximation); empty near the poles, where it would not be one."""
+    half_m = radius_m / math.sqrt(2) * 0.99
+    cos_lat = math.cos(math.radians(min(89.0, abs(lat) + math.degrees(half_m / EARTH_RADIUS_M))))
+    if abs(lat) > 80 or cos_lat <= 0:
+        return (0.0, -1.0, 0.0, -1.0)
+    dlat = math.degrees(half_m / EARTH_RADIUS_M)
+    dlon = math.degrees(half_m / (EARTH_RADIUS_M * cos_lat))
+    return (lat - dlat, lat + dlat, lon - dlon, lon + dlon)
 
 
 def parse_rules(text: str, source: str = "rules") -> list[Rule]:
@@ -150,6 +164,7 @@ def parse_rules(text: str, source: str = "rules") -> list[Rule]:
                 raise SettingsError(f"rules[{rule_id}].center: out of range")
             rule.center = (lat, lon)
             rule.radius_m = _number(rule_id, spec, "radius_m", low=0)
+            rule.inner_box = _inner_box(lat, lon, rule.radius_m)
             for_s = _number(rule_id, spec, "for_s", low=0) if "for_s" in spec else 0.0
             rule.for_ms = int(for_s * 1000)
         rules.append(rule)
@@ -299,15 +314,15 @@ class AlertEngine:
         if not located:
             return
         if st.since_ms < 0 and st.alert is None:
-            # Fast path: the run's bounding box lies well inside the circle.
+            # Fast path: every position inside the square inscribed in the circle.
+            lat_lo, lat_hi, lon_lo, lon_hi = rule.inner_box
             lats = [r[LATITUDE] for r in located]
             lons = [r[LONGITUDE] for r in located]
-            lat0, lon0 = rule.center
-            inner = rule.radius_m * 0.999
-            if all(
-                distance_m(lat, lon, lat0, lon0) <= inner  # type: ignore[arg-type]
-                for lat in (min(lats), max(lats))  # type: ignore[type-var]
-                for lon in (min(lons), max(lons))  # type: ignore[type-var]
+            if (
+                lat_lo <= min(lats)  # type: ignore[type-var, operator]
+                and max(lats) <= lat_hi  # type: ignore[type-var, operator]
+                and lon_lo <= min(lons)  # type: ignore[type-var, operator]
+                and max(lons) <= lon_hi  # type: ignore[type-var, operator]
             ):
                 st.last_ms = max(st.last_ms, run[-1][TIME_MS])
                 return
@@ -331,16 +346,23 @@ class AlertEngine:
         self, rule: Rule, st: _DeviceRuleState, run: list[Row], fleet_id: str, out: list[AlertEvent]
     ) -> None:
         radius = rule.radius_m
+        # At tens of metres the flat-earth distance is exact enough and far cheaper than
+        # haversine: compare squared degrees, longitude scaled by the anchor's cos(latitude).
+        limit_deg2 = math.degrees(radius / EARTH_RADIUS_M) ** 2
+        anchor = st.anchor
+        cos_anchor = math.cos(math.radians(anchor[0])) if anchor is not None else 1.0
         for row in run:
             lat, lon, t = row[LATITUDE], row[LONGITUDE], row[TIME_MS]
             if lat is None or lon is None or t < st.last_ms:
                 continue
             st.last_ms = t
-            anchor = st.anchor
-            # The spell starts at the first reading of the spot (the anchor); at tens of metres
-            # the flat-earth distance is exact enough and much cheaper than haversine.
-            if anchor is None or local_distance_m(lat, lon, anchor[0], anchor[1]) > radius:
-                st.anchor = (lat, lon)
+            # The spell starts at the first reading of the spot (the anchor).
+            if anchor is not None:
+                dx = (lon - anchor[1]) * cos_anchor
+                dy = lat - anchor[0]
+            if anchor is None or dx * dx + dy * dy > limit_deg2:
+                anchor = st.anchor = (lat, lon)
+                cos_anchor = math.cos(math.radians(lat))
                 st.since_ms = t
                 if st.alert is not None:
                     event = self._resolve(st, t, 0.0, "moving again")

@@ -94,23 +94,36 @@ def decode_batch(
     append = rows.append
     limit_ms = now_ms + max_future_ms
     bad_indices: list[int] = []
+    has = telemetry_pb2.Reading.HasField
     for i, r in enumerate(readings):
         dev = r.device_id
         ts = r.time
         t_ms = ts.seconds * 1000 + ts.nanos // 1_000_000
         seq = r.sequence
-        if r.HasField("position"):
-            pos = r.position
-            lat: float | None = pos.latitude
-            lon: float | None = pos.longitude
-            ok = -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0  # type: ignore[operator]
-        else:
+        fleet_id = r.fleet_id
+        # An unset optional field reads as its zero value, so presence needs asking only
+        # when the value is zero (HasField costs as much as reading the field).
+        pos = r.position
+        lat: float | None = pos.latitude
+        lon: float | None = pos.longitude
+        if not lat and not lon and not has(r, "position"):
             lat = lon = None
             ok = True
-        speed = r.speed_mps if r.HasField("speed_mps") else None
-        heading = r.heading_deg if r.HasField("heading_deg") else None
-        temp = r.temperature_c if r.HasField("temperature_c") else None
-        battery = r.battery_pct if r.HasField("battery_pct") else None
+        else:
+            ok = -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0  # type: ignore[operator]
+        speed: float | None = r.speed_mps
+        if not speed and not has(r, "speed_mps"):
+            speed = None
+        heading: float | None = r.heading_deg
+        if not heading and not has(r, "heading_deg"):
+            heading = None
+        temp: float | None = r.temperature_c
+        if not temp and not has(r, "temperature_c"):
+            temp = None
+        battery: float | None = r.battery_pct
+        if not battery and not has(r, "battery_pct"):
+            battery = None
+        door: int | None = 1 if r.door_open else (0 if has(r, "door_open") else None)
         if not (
             ok
             and 0 < t_ms <= limit_ms
@@ -121,25 +134,11 @@ def decode_batch(
             and (temp is None or -100.0 <= temp <= 150.0)
             and (battery is None or 0.0 <= battery <= 100.0)
             and dev.isprintable()
-            and len(r.fleet_id) <= MAX_ID
+            and len(fleet_id) <= MAX_ID
         ):
             bad_indices.append(i)
             continue
-        append(
-            (
-                dev,
-                seq,
-                t_ms,
-                r.fleet_id,
-                lat,
-                lon,
-                speed,
-                heading,
-                temp,
-                battery,
-                int(r.door_open) if r.HasField("door_open") else None,
-            )
-        )
+        append((dev, seq, t_ms, fleet_id, lat, lon, speed, heading, temp, battery, door))
     if not bad_indices:
         return rows, None, []
     rejections = []

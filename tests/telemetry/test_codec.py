@@ -93,3 +93,13 @@ def test_time_slightly_in_the_future_is_accepted() -> None:
     r = reading("van-1", 1, seconds=NOW_S + 299)
     _, _, rejections = decode_batch([r], NOW_MS, MAX_FUTURE_MS)
     assert rejections == []
+
+
+def test_zero_values_that_were_set_stay_set() -> None:
+    r = reading("van-1", 1, lat=0.0, lon=0.0, temperature=0.0, speed_mps=0.0, door_open=False)
+    rows, _, rejections = decode_batch([r], NOW_MS, MAX_FUTURE_MS)
+    assert rejections == []
+    back = row_to_reading(rows[0])
+    assert back == r
+    assert back.HasField("position") and back.HasField("door_open")
+    assert back.HasField("speed_mps") and back.HasField("temperature_c")
