@@ -214,8 +214,7 @@ class Telemetry:
             return RangeResult(rows[:limit], [], len(rows) > limit)
 
         def buckets() -> list[Bucket]:
-            query_rows = getattr(self.store, "query_rows_for_buckets", None)
-            raw = query_rows(device_id, start_ms, end_ms) if query_rows else []
+            raw = self.store.query_rows_for_buckets(device_id, start_ms, end_ms)
             fresh = aggregate(raw, resolution_ms)
             stored = self.store.query_buckets(device_id, start_ms, end_ms)
             return rebucket(fresh + stored, resolution_ms)

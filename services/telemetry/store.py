@@ -82,6 +82,9 @@ class TelemetryStore(Protocol):
     def query_raw(self, device_id: str, start_ms: int, end_ms: int, limit: int) -> list[Row]:
         """Raw readings of a device with start_ms <= time < end_ms, oldest first."""
 
+    def query_rows_for_buckets(self, device_id: str, start_ms: int, end_ms: int) -> list[Row]:
+        """Raw readings of a device in [start_ms, end_ms), in no particular order."""
+
     def query_buckets(self, device_id: str, start_ms: int, end_ms: int) -> list[Bucket]:
         """Stored (downsampled) buckets starting in [start_ms, end_ms), oldest first."""
 
