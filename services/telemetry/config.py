@@ -81,5 +81,9 @@ class TelemetryOptions:
             and self.downsample_resolution_s > self.raw_retention_s
         ):
             raise SettingsError("downsample_resolution_s: must not exceed raw_retention_s")
-        if self.rules_file is not None and not self.rules_file.is_file():
-            raise SettingsError(f"rules_file: file not found: {self.rules_file}")
+        if self.rules_file is not None:
+            if not self.rules_file.is_file():
+                raise SettingsError(f"rules_file: file not found: {self.rules_file}")
+            from services.telemetry.alerts import load_rules
+
+            load_rules(self.rules_file)  # a bad rule is reported at start-up, by name

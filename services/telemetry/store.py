@@ -89,11 +89,14 @@ class TelemetryStore(Protocol):
         """Stored (downsampled) buckets starting in [start_ms, end_ms), oldest first."""
 
     def downsample(self, device_id: str, cutoff_ms: int, acked: int, width_ms: int) -> int:
-        """Fold raw readings older than ``cutoff_ms`` (and at or below ``acked``) into stored
-        buckets of ``width_ms`` and delete them; returns the readings folded."""
+        """Fold the device's expired readings (see :meth:`delete_raw`) into stored buckets of
+        ``width_ms`` and delete them; returns the readings folded."""
 
     def delete_raw(self, device_id: str, cutoff_ms: int, acked: int) -> int:
-        """Delete raw readings older than ``cutoff_ms`` (and at or below ``acked``)."""
+        """Delete the device's expired readings: in sequence order, at or below ``acked``,
+        those before the first one at or after ``cutoff_ms``. A device numbers readings as it
+        measures them, so this is every reading older than the cutoff, found without scanning
+        the device's whole history."""
 
     def delete_buckets(self, cutoff_ms: int) -> int:
         """Delete stored buckets that start before ``cutoff_ms``."""
@@ -125,8 +128,8 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        # Takes effect only on a new database (before WAL mode is set): 16 KiB pages halve
-        # the B-tree work per inserted row compared with 4 KiB.
+        # Takes effect only on a new database (before WAL mode is set): larger pages mean
+        # fewer splits and a shallower B-tree per inserted row.
         conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit is durable once written to the WAL, which the OS keeps
@@ -196,13 +199,25 @@ class SQLiteStore:
             raise
         return inserted
 
+    def _expired(self, device_id: str, cutoff_ms: int, acked: int) -> list[Row]:
+        cursor = self._writer.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM readings "
+            "WHERE device_id = ? AND sequence <= ? ORDER BY sequence",
+            (device_id, acked),
+        )
+        expired: list[Row] = []
+        try:
+            for row in cursor:
+                if row[2] >= cutoff_ms:
+                    break
+                expired.append(row)
+        finally:
+            cursor.close()
+        return expired
+
     def downsample(self, device_id: str, cutoff_ms: int, acked: int, width_ms: int) -> int:
         conn = self._writer
-        where = "device_id = ? AND time_ms < ? AND sequence <= ?"
-        rows = conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM readings WHERE {where}",
-            (device_id, cutoff_ms, acked),
-        ).fetchall()
+        rows = self._expired(device_id, cutoff_ms, acked)
         if not rows:
             return 0
         fresh = aggregate(rows, width_ms)
@@ -225,7 +240,10 @@ class SQLiteStore:
                 f"INSERT OR REPLACE INTO buckets VALUES ({', '.join('?' * _BUCKET_COLUMNS)})",
                 [_bucket_values(device_id, b) for b in fresh],
             )
-            conn.execute(f"DELETE FROM readings WHERE {where}", (device_id, cutoff_ms, acked))
+            conn.execute(
+                "DELETE FROM readings WHERE device_id = ? AND sequence <= ?",
+                (device_id, rows[-1][1]),
+            )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -234,11 +252,13 @@ class SQLiteStore:
         return len(rows)
 
     def delete_raw(self, device_id: str, cutoff_ms: int, acked: int) -> int:
-        cursor = self._writer.execute(
-            "DELETE FROM readings WHERE device_id = ? AND time_ms < ? AND sequence <= ?",
-            (device_id, cutoff_ms, acked),
+        rows = self._expired(device_id, cutoff_ms, acked)
+        if not rows:
+            return 0
+        self._writer.execute(
+            "DELETE FROM readings WHERE device_id = ? AND sequence <= ?", (device_id, rows[-1][1])
         )
-        return cursor.rowcount
+        return len(rows)
 
     def delete_buckets(self, cutoff_ms: int) -> int:
         cursor = self._writer.execute("DELETE FROM buckets WHERE start_ms < ?", (cutoff_ms,))
