@@ -26,11 +26,11 @@ def register(groups: CommandGroups) -> None:
         "--readings", type=int, default=1_000_000, help="readings in all (default: 1,000,000)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=1000, help="readings per batch, 1..5000 (default 1000)"
+        "--batch-size", type=int, default=5000, help="readings per batch, 1..5000 (default 5000)"
     )
     parser.add_argument("--streams", type=int, default=4, help="Upload streams (default 4)")
     parser.add_argument(
-        "--window", type=int, default=8, help="unacknowledged batches per stream (default 8)"
+        "--window", type=int, default=2, help="unacknowledged batches per stream (default 2)"
     )
     parser.add_argument(
         "--synchronous",
