@@ -217,6 +217,8 @@ class AlertEngine:
             for device_id, group in groupby(rows, key=itemgetter(0)):
                 run = list(group)
                 fleet_id = run[-1][FLEET] or self._fleets.get(device_id, "")
+                # The run as columns (one C-level pass), for the fast paths.
+                columns: list[tuple[Any, ...]] = list(zip(*run, strict=True))
                 for rule in self._row_rules:
                     if not rule.applies(device_id, fleet_id):
                         continue
@@ -225,9 +227,9 @@ class AlertEngine:
                     if st is None:
                         st = state[key] = _DeviceRuleState()
                     if rule.kind == TEMPERATURE_OUT_OF_RANGE:
-                        self._temperature(rule, st, run, fleet_id, events)
+                        self._temperature(rule, st, run, columns, fleet_id, events)
                     elif rule.kind == GEOFENCE_EXIT:
-                        self._geofence(rule, st, run, fleet_id, events)
+                        self._geofence(rule, st, run, columns, fleet_id, events)
                     else:
                         self._stationary(rule, st, run, fleet_id, events)
         for device_id in fleets:
@@ -276,15 +278,23 @@ class AlertEngine:
             self.emit(events)
 
     def _temperature(
-        self, rule: Rule, st: _DeviceRuleState, run: list[Row], fleet_id: str, out: list[AlertEvent]
+        self,
+        rule: Rule,
+        st: _DeviceRuleState,
+        run: list[Row],
+        columns: list[tuple[Any, ...]],
+        fleet_id: str,
+        out: list[AlertEvent],
     ) -> None:
         if st.since_ms < 0 and st.alert is None:
             # Fast path: nothing pending and every value in range leaves the state as it is.
-            temps = [r[TEMPERATURE] for r in run if r[TEMPERATURE] is not None]
-            if not temps:
-                return
+            temps = columns[TEMPERATURE]
+            if None in temps:
+                temps = tuple(x for x in temps if x is not None)
+                if not temps:
+                    return
             if rule.min_c <= min(temps) and max(temps) <= rule.max_c:
-                st.last_ms = max(st.last_ms, run[-1][TIME_MS])
+                st.last_ms = max(st.last_ms, *columns[TIME_MS])
                 return
         for row in run:
             temp = row[TEMPERATURE]
@@ -308,25 +318,33 @@ class AlertEngine:
                 out.append(event)
 
     def _geofence(
-        self, rule: Rule, st: _DeviceRuleState, run: list[Row], fleet_id: str, out: list[AlertEvent]
+        self,
+        rule: Rule,
+        st: _DeviceRuleState,
+        run: list[Row],
+        columns: list[tuple[Any, ...]],
+        fleet_id: str,
+        out: list[AlertEvent],
     ) -> None:
-        located = [r for r in run if r[LATITUDE] is not None]
-        if not located:
-            return
+        lats, lons = columns[LATITUDE], columns[LONGITUDE]
+        if None in lats:
+            run = [r for r in run if r[LATITUDE] is not None]
+            if not run:
+                return
+            lats = tuple(r[LATITUDE] for r in run)
+            lons = tuple(r[LONGITUDE] for r in run)
         if st.since_ms < 0 and st.alert is None:
             # Fast path: every position inside the square inscribed in the circle.
             lat_lo, lat_hi, lon_lo, lon_hi = rule.inner_box
-            lats = [r[LATITUDE] for r in located]
-            lons = [r[LONGITUDE] for r in located]
             if (
-                lat_lo <= min(lats)  # type: ignore[type-var, operator]
-                and max(lats) <= lat_hi  # type: ignore[type-var, operator]
-                and lon_lo <= min(lons)  # type: ignore[type-var, operator]
-                and max(lons) <= lon_hi  # type: ignore[type-var, operator]
+                lat_lo <= min(lats)
+                and max(lats) <= lat_hi
+                and lon_lo <= min(lons)
+                and max(lons) <= lon_hi
             ):
-                st.last_ms = max(st.last_ms, run[-1][TIME_MS])
+                st.last_ms = max(st.last_ms, *columns[TIME_MS])
                 return
-        for row in located:
+        for row in run:
             t = row[TIME_MS]
             if t < st.last_ms:
                 continue
