@@ -60,7 +60,9 @@ async def test_upload_stream_keeps_going_after_bad_input(tmp_path: Path) -> None
         acks = [ack async for ack in stream]
     assert [a.batch_id for a in acks] == list(range(1, 10))
     by_id = {a.batch_id: a for a in acks}
-    assert by_id[1].stored == 3 and by_id[1].device_acks[0].acked_sequence == 3
+    assert by_id[1].stored == 3
+    # 3, or 4 when batch 2 shared its commit: an ack reports the state after its commit.
+    assert by_id[1].device_acks[0].acked_sequence in (3, 4)
     assert [(r.index, r.field) for r in by_id[2].rejected] == [(1, "readings[1].position.latitude")]
     assert by_id[2].stored == 1
     assert [r.field for r in by_id[3].rejected] == ["readings[0].time"]
