@@ -109,6 +109,23 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds per thread id of process ``pid`` (Linux; empty elsewhere)."""
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 @dataclass
 class UploadResult:
     readings_acked: int
@@ -120,6 +137,10 @@ class UploadResult:
     #: CPU seconds the server and this client process spent during the upload.
     server_cpu_s: float = math.nan
     client_cpu_s: float = math.nan
+    #: CPU seconds of the server's main thread (the event loop: gRPC, decoding, alerts).
+    server_main_thread_cpu_s: float = math.nan
+    #: CPU seconds of the server's busiest other thread (the SQLite writer).
+    server_busiest_other_thread_cpu_s: float = math.nan
 
     @property
     def readings_per_s(self) -> float:
@@ -165,6 +186,7 @@ async def upload(
             await asyncio.gather(writer(), reader())
 
         server_cpu = process_cpu_s(server_pid) if server_pid else math.nan
+        threads_before = thread_cpu_s(server_pid) if server_pid else {}
         client_cpu = time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(run_stream(b) for b in workload.streams))
@@ -172,6 +194,10 @@ async def upload(
         client_cpu = time.process_time() - client_cpu
         if server_pid:
             server_cpu = process_cpu_s(server_pid) - server_cpu
+        threads_after = thread_cpu_s(server_pid) if server_pid else {}
+        deltas = {t: c - threads_before.get(t, 0.0) for t, c in threads_after.items()}
+        main_cpu = deltas.pop(server_pid, math.nan) if server_pid else math.nan
+        other_cpu = max(deltas.values(), default=math.nan)
     finally:
         await channel.close(None)
     stats = summarize("upload", window * len(workload.streams), latencies, 0, seconds)
@@ -184,6 +210,8 @@ async def upload(
         stats,
         server_cpu,
         client_cpu,
+        main_cpu,
+        other_cpu,
     )
 
 

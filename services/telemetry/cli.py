@@ -165,6 +165,12 @@ def run(args: argparse.Namespace) -> int:
         "meets_target": result.readings_per_s >= TARGET_READINGS_PER_S,
         "server_cpu_us_per_reading": round(result.server_cpu_s / workload.readings * 1e6, 2),
         "client_cpu_us_per_reading": round(result.client_cpu_s / workload.readings * 1e6, 2),
+        "server_event_loop_cpu_us_per_reading": round(
+            result.server_main_thread_cpu_s / workload.readings * 1e6, 2
+        ),
+        "server_writer_thread_cpu_us_per_reading": round(
+            result.server_busiest_other_thread_cpu_s / workload.readings * 1e6, 2
+        ),
         "batch_size": args.batch_size,
         "batch_bytes": round(workload.batch_bytes),
         "ack_latency": result.latency.as_dict(),
@@ -187,7 +193,9 @@ def run(args: argparse.Namespace) -> int:
             f"{'met' if summary['meets_target'] else 'NOT met'}"
         )
         print(
-            f"CPU per reading: server {summary['server_cpu_us_per_reading']} us, client "
+            f"CPU per reading: server {summary['server_cpu_us_per_reading']} us (event-loop "
+            f"thread {summary['server_event_loop_cpu_us_per_reading']} us, writer thread "
+            f"{summary['server_writer_thread_cpu_us_per_reading']} us), client "
             f"{summary['client_cpu_us_per_reading']} us; wall {result.seconds:.2f} s; "
             f"ack latency p50 {result.latency.p50_ms} ms, p99 {result.latency.p99_ms} ms"
         )
