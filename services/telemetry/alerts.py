@@ -10,6 +10,7 @@ holds at most one alert per device, which goes FIRING and later RESOLVED.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -197,19 +198,32 @@ class AlertEngine:
     _fleets: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # observe() runs on the alert thread, check_silence() and firing() on the event loop.
+        self._lock = threading.Lock()
         self._row_rules = [r for r in self.rules if r.kind != DEVICE_SILENT]
         self._silence_rules = [r for r in self.rules if r.kind == DEVICE_SILENT]
 
     def firing(self) -> list[AlertEvent]:
         """Every alert firing now."""
-        return [
-            s.alert for s in self._state.values() if s.alert is not None and s.alert.state == FIRING
-        ]
+        with self._lock:
+            return [
+                AlertEvent(**vars(s.alert))
+                for s in self._state.values()
+                if s.alert is not None and s.alert.state == FIRING
+            ]
 
     def observe(self, rows: Iterable[Row], fleets: dict[str, str], received_ms: int) -> None:
         """Evaluate the reading rules on ``rows`` (stored just now, at ``received_ms`` on the
         server clock; one device's rows together, in arrival order) and resolve silence alerts
         of the devices that spoke."""
+        with self._lock:
+            events = self._observe(rows, fleets, received_ms)
+        if events:
+            self.emit(events)
+
+    def _observe(
+        self, rows: Iterable[Row], fleets: dict[str, str], received_ms: int
+    ) -> list[AlertEvent]:
         self._fleets.update(fleets)
         events: list[AlertEvent] = []
         if self._row_rules:
@@ -240,12 +254,17 @@ class AlertEngine:
                     resolved = self._resolve(st, received_ms, 0.0, "device spoke again")
                     if resolved is not None:
                         events.append(resolved)
-        if events:
-            self.emit(events)
+        return events
 
     def check_silence(self, now_ms: int) -> None:
         """Fire ``device_silent`` alerts for devices quiet for longer than a rule allows."""
-        events = []
+        with self._lock:
+            events = self._check_silence(now_ms)
+        if events:
+            self.emit(events)
+
+    def _check_silence(self, now_ms: int) -> list[AlertEvent]:
+        events: list[AlertEvent] = []
         for rule in self._silence_rules:
             for device_id, seen_ms in self._last_seen_ms.items():
                 fleet_id = self._fleets.get(device_id, "")
@@ -274,8 +293,7 @@ class AlertEngine:
                 elif firing and st.alert is not None:
                     st.alert.value = silent_ms / 1000
                     st.alert.updated_ms = now_ms
-        if events:
-            self.emit(events)
+        return events
 
     def _temperature(
         self,

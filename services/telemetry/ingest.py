@@ -165,12 +165,15 @@ class Ingestor:
         max_queued_readings: int,
         max_commit_readings: int,
         listeners: tuple[Callable[[CommitEvent], None], ...] = (),
+        writer_listeners: tuple[Callable[[CommitEvent], None], ...] = (),
     ) -> None:
         self._store = store
         self._window = reorder_window
         self._max_queued = max_queued_readings
         self._max_commit = max_commit_readings
         self._listeners = listeners
+        #: Called on the writer thread after each commit; may block it (backpressure).
+        self._writer_listeners = writer_listeners
         self._states: dict[str, DeviceSequence] = {}
         self._items: deque[_Batch | _Job] = deque()
         self._cond = threading.Condition()
@@ -338,6 +341,11 @@ class Ingestor:
             time.time(),
         )
         self._post(self._complete, group, results, event)
+        for listener in self._writer_listeners:
+            try:
+                listener(event)
+            except Exception as exc:  # a listener must never stop the writer
+                log.error("commit listener failed", error=repr(exc))
 
     # -- event loop side --------------------------------------------------------------------
 

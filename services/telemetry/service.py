@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ MAX_LATEST_IDS = 10_000
 MAX_RANGE_LIMIT = 100_000
 DEFAULT_RANGE_LIMIT = 10_000
 FOREVER_MS = 2**62
+ALERT_QUEUE = 64
 
 
 @dataclass
@@ -75,12 +78,19 @@ class Telemetry:
         self.alert_hub: Hub[AlertEvent] = Hub(options.live_queue_size)
         self.rules = rules if rules is not None else []
         self.alerts = AlertEngine(self.rules, self._emit_alerts) if options.alerts_enabled else None
+        # Alert rules run on their own thread, fed by the writer after each commit, so that
+        # they take no time from the event loop (which decodes the incoming batches). A full
+        # queue holds the writer back: alerts lag by at most ALERT_QUEUE commits.
+        self._alert_queue: queue.Queue[CommitEvent | None] = queue.Queue(ALERT_QUEUE)
+        self._alert_thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.ingestor = Ingestor(
             store,
             reorder_window=options.reorder_window,
             max_queued_readings=options.max_queued_readings,
             max_commit_readings=options.max_commit_readings,
             listeners=(self._on_commit,),
+            writer_listeners=(self._alert_queue.put,) if self.alerts is not None else (),
         )
         self._latest: dict[str, Row] = {}
         self._fleet_of: dict[str, str] = {}
@@ -99,6 +109,12 @@ class Telemetry:
     async def start(self, *, background: bool = True) -> None:
         """Load state, start the writer and (unless ``background`` is false) the periodic
         maintenance and silence checks."""
+        self._loop = asyncio.get_running_loop()
+        if self.alerts is not None:
+            self._alert_thread = threading.Thread(
+                target=self._alert_worker, name="telemetry-alerts", daemon=True
+            )
+            self._alert_thread.start()
         records = await self.ingestor.start()
         for record in records:
             self._remember(record.device_id, record.fleet_id, record.latest)
@@ -116,6 +132,10 @@ class Telemetry:
                 await task
         self._tasks.clear()
         await self.ingestor.stop()
+        if self._alert_thread is not None:
+            self._alert_queue.put(None)
+            await asyncio.to_thread(self._alert_thread.join)
+            self._alert_thread = None
         self.live.close()
         self.alert_hub.close()
         self.store.close()
@@ -168,15 +188,30 @@ class Telemetry:
         if self.live.subscribers:
             fleet_of = self._fleet_of
             self.live.publish(event.rows, lambda row: (row[0], row[FLEET] or fleet_of[row[0]]))
-        if self.alerts is not None:
-            self.alerts.observe(
-                event.rows,
-                {d: f for d, (f, _) in event.latest.items()},
-                int(event.committed_at * 1000),
-            )
+
+    def _alert_worker(self) -> None:
+        assert self.alerts is not None
+        while True:
+            event = self._alert_queue.get()
+            if event is None:
+                return
+            try:
+                self.alerts.observe(
+                    event.rows,
+                    {d: f for d, (f, _) in event.latest.items()},
+                    int(event.committed_at * 1000),
+                )
+            except Exception as exc:  # one bad evaluation must not end alerting
+                log.error("alert evaluation failed", error=repr(exc))
 
     def _emit_alerts(self, events: list[AlertEvent]) -> None:
-        self.alert_hub.publish(events, lambda e: (e.device_id, e.fleet_id))
+        # Called on the alert thread (or the loop, for silence): publish on the loop.
+        if self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+            self._loop.call_soon_threadsafe(
+                self.alert_hub.publish, events, lambda e: (e.device_id, e.fleet_id)
+            )
 
     # -- queries ----------------------------------------------------------------------------
 

@@ -245,6 +245,8 @@ async def test_alerts_stream_and_list(tmp_path: Path) -> None:
         watch = stub.WatchAlerts(telemetry_pb2.WatchAlertsRequest(device_ids=["box"]))
         await _wait_for(lambda: len(t.alert_hub.subscribers) == 1)
         await stub.Ingest(batch(1, [reading("box", 1, temperature=12.5)]))
+        # Rules run on their own thread just after the commit: wait for them.
+        await _wait_for(lambda: bool(t.firing_alerts()))
         listed = await stub.ListAlerts(telemetry_pb2.ListAlertsRequest())
         assert [(a.rule_id, a.device_id) for a in listed.firing] == [("cold", "box")]
         assert [r.rule_id for r in listed.rules] == ["cold"]
@@ -261,4 +263,5 @@ async def test_alerts_stream_and_list(tmp_path: Path) -> None:
         assert alerts[0].kind == telemetry_pb2.ALERT_KIND_TEMPERATURE_OUT_OF_RANGE
         assert alerts[0].value == 12.5
         watch.cancel()
+        await _wait_for(lambda: not t.firing_alerts())
         assert not (await stub.ListAlerts(telemetry_pb2.ListAlertsRequest())).firing
