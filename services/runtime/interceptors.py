@@ -111,16 +111,20 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
         )
         is_health = full_method.startswith(HEALTH_PREFIX)
 
-        def begin(context: aio.ServicerContext[Any, Any]) -> float:
+        # The peer is read when the call starts: calling context.peer() after a cancelled
+        # stream's call is torn down (client gone mid-write, then server stop) segfaults in
+        # grpc 1.85.
+        def begin(context: aio.ServicerContext[Any, Any]) -> tuple[float, str]:
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             if self._metrics is not None:
                 self._metrics.in_flight.labels(self._service, method).inc()
             structlog.contextvars.bind_contextvars(request_id=request_id)
-            return time.perf_counter()
+            return time.perf_counter(), context.peer()
 
         def finish(
-            context: aio.ServicerContext[Any, Any], started: float, error: str | None
+            context: aio.ServicerContext[Any, Any], begun: tuple[float, str], error: str | None
         ) -> None:
+            started, peer = begun
             elapsed = time.perf_counter() - started
             code = _code_of(context)
             if error is not None and code is grpc.StatusCode.OK:
@@ -136,7 +140,7 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
                     method=full_method,
                     code=code.name,
                     duration_ms=round(elapsed * 1000, 3),
-                    peer=context.peer(),
+                    peer=peer,
                     request_id=request_id,
                     **({"error": error} if error else {}),
                 )
@@ -145,7 +149,7 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
         async def unary_result(
             behaviour: Callable[..., Any], request: Any, context: aio.ServicerContext[Any, Any]
         ) -> Any:
-            started = begin(context)
+            begun = begin(context)
             error = None
             try:
                 result = behaviour(request, context)
@@ -156,7 +160,7 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
                 error = _unexpected(exc)
                 await _abort_for(exc, context)
             finally:
-                finish(context, started, error)
+                finish(context, begun, error)
 
         if handler.unary_unary or handler.stream_unary:
             inner: Callable[..., Any] = handler.unary_unary or handler.stream_unary  # type: ignore[assignment]
@@ -173,7 +177,7 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
         async def streaming(
             request: Any, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            started = begin(context)
+            begun = begin(context)
             error = None
             try:
                 result = inner_stream(request, context)
@@ -189,7 +193,7 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
                 error = _unexpected(exc)
                 await _abort_for(exc, context)
             finally:
-                finish(context, started, error)
+                finish(context, begun, error)
 
         return _rebuild(handler, unary_stream=streaming, stream_stream=streaming)
 
