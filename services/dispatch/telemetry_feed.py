@@ -81,11 +81,13 @@ class TelemetryFeed:
                         telemetry_pb2.WatchLiveRequest(fleet_id=self.settings.fleet_id),
                         wait_for_ready=False,
                     )
+                    # Telemetry sends headers once the subscription is live; from then on
+                    # every stored reading reaches this stream.
+                    await call.initial_metadata()
+                    self.connected = True
+                    self.connects += 1
+                    log.info("telemetry stream open", target=self.settings.target)
                     async for reading in call:
-                        if not self.connected:
-                            self.connected = True
-                            self.connects += 1
-                            log.info("telemetry stream open", target=self.settings.target)
                         backoff = self.settings.initial_backoff_s
                         await self._apply(reading)
                     log.info("telemetry stream ended", target=self.settings.target)

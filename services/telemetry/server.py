@@ -192,6 +192,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     ) -> AsyncIterator[telemetry_pb2.Reading]:
         _check_filter(request.device_ids, request.fleet_id)
         subscription = self._t.watch_live(list(request.device_ids), request.fleet_id)
+        # Headers go out as soon as the subscription is registered, so a subscriber knows from
+        # which moment on it sees every stored reading (no snapshot precedes the stream).
+        await context.send_initial_metadata(())
         try:
             async for row in subscription:
                 yield row_to_reading(row)
@@ -203,6 +206,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     ) -> AsyncIterator[telemetry_pb2.Alert]:
         _check_filter(request.device_ids, request.fleet_id)
         subscription = self._t.watch_alerts(list(request.device_ids), request.fleet_id)
+        await context.send_initial_metadata(())
         try:
             async for event in subscription:
                 yield alert_to_proto(event)
