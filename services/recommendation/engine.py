@@ -108,7 +108,8 @@ class _Prepared:
     """What one query needs from the live state, snapshotted on the event loop."""
 
     query: Query
-    history: UserHistory | None
+    #: A copy of the user's history (feedback may change the live one while ranking runs).
+    history: HistoryBatch | None
     banned: np.ndarray
     unknown: list[str]
     allowed_codes: np.ndarray | None
@@ -165,9 +166,17 @@ class ServingState:
         user = self.model.user_index.get(user_id)
         return None if user is None else self.model.history.user_history(user)
 
-    def history(self, user_id: str) -> UserHistory | None:
-        history = self.overlay.get(user_id)
-        return history if history is not None else self.base_history(user_id)
+    def snapshot(self, user_id: str) -> tuple[HistoryBatch | None, np.ndarray]:
+        """The user's history as a one-row batch and the items they purchased (copies)."""
+        live = self.overlay.get(user_id)
+        if live is not None:
+            purchased = np.fromiter(live.purchased, dtype=np.int64, count=len(live.purchased))
+            return HistoryBatch.from_histories([live]), purchased
+        user = self.model.user_index.get(user_id)
+        if user is None:
+            return None, np.zeros(0, dtype=np.int64)
+        history = self.model.history
+        return history.batch(np.asarray([user])), history.purchased_items(user)
 
     def priors(self) -> tuple[torch.Tensor, np.ndarray]:
         """The blend's popularity term and the cold-start popularity, refreshed at most every
@@ -194,9 +203,11 @@ class ServingState:
                 unknown.append(item_id)
             else:
                 banned.append(position)
-        history = self.history(query.user_id)
-        if query.filter.exclude_purchased and history is not None:
-            banned.extend(history.purchased)
+        history, purchased = self.snapshot(query.user_id)
+        if history is not None and not history.rows.size:
+            history = None
+        if query.filter.exclude_purchased:
+            banned.extend(purchased.tolist())
         allowed = None
         if query.filter.categories:
             allowed = np.asarray(
@@ -207,16 +218,17 @@ class ServingState:
     def rank(self, prepared: Sequence[_Prepared]) -> list[Recommendation]:
         """Score and filter a batch in one matmul (runs in a worker thread)."""
         prior, recent = self.priors()
-        warm = [i for i, p in enumerate(prepared) if p.history is not None and p.history.counts]
+        warm = [i for i, p in enumerate(prepared) if p.history is not None]
         n = len(self.model.item_ids)
         scores = torch.empty(len(prepared), n)
         if warm:
-            batch = HistoryBatch.from_histories([prepared[i].history for i in warm])  # type: ignore[misc]
+            batch = HistoryBatch.concat([prepared[i].history for i in warm])  # type: ignore[misc]
             with torch.no_grad():
                 scores[warm] = score_batch(
                     self.model.item_item, self.model.weights, prior, batch, self.now()
                 )
-        cold = [i for i in range(len(prepared)) if i not in set(warm)]
+        warm_set = set(warm)
+        cold = [i for i in range(len(prepared)) if i not in warm_set]
         if cold:
             scores[cold] = torch.from_numpy(recent.astype(np.float32)).unsqueeze(0)
         for row, p in enumerate(prepared):
@@ -230,7 +242,6 @@ class ServingState:
         k_max = min(max(p.query.k for p in prepared), n)
         values, indices = torch.topk(scores, k_max, dim=1)
         results = []
-        warm_set = set(warm)
         for row, p in enumerate(prepared):
             items = []
             for value, item in zip(

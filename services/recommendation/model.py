@@ -128,6 +128,19 @@ class HistoryBatch:
             np.asarray(lasts, dtype=np.float64),
         )
 
+    @staticmethod
+    def concat(batches: list[HistoryBatch]) -> HistoryBatch:
+        """Stack batches (rows renumbered in order)."""
+        offsets = np.cumsum([0] + [b.size for b in batches[:-1]])
+        return HistoryBatch(
+            int(sum(b.size for b in batches)),
+            np.concatenate([b.rows + o for b, o in zip(batches, offsets, strict=True)]),
+            np.concatenate([b.items for b in batches]),
+            np.concatenate([b.input_weights for b in batches]),
+            np.concatenate([b.counts for b in batches]),
+            np.concatenate([b.last_times for b in batches]),
+        )
+
 
 @dataclass
 class HistoryTable:

@@ -49,10 +49,9 @@ def write_log(path: Path, seed: int = 0) -> Path:
                     index = int(rng.choice(favourites))
                 else:
                     index = int(rng.integers(ITEMS_PER_CLUSTER))
-                if rng.random() < 0.1:  # some noise across clusters
-                    cluster_of_item = int(rng.integers(CLUSTERS))
-                else:
-                    cluster_of_item = cluster
+                # Some noise across clusters.
+                noisy = rng.random() < 0.1
+                cluster_of_item = int(rng.integers(CLUSTERS)) if noisy else cluster
                 when = START + timedelta(days=day)
                 writer.writerow(
                     [f"u{user}", item_id(cluster_of_item, index), when.isoformat(), "purchase", 1]
