@@ -21,7 +21,11 @@ class RecommendationOptions:
         None, "SQLite feedback event log; default: <data_dir>/recommendation/feedback.db"
     )
     batch_window_ms: float = setting(
-        1.5, "how long concurrent Recommend calls are gathered into one batch", low=0, high=50
+        0.0,
+        "extra wait to gather Recommend calls into a batch; 0 batches whatever arrived while "
+        "the previous batch was ranked",
+        low=0,
+        high=50,
     )
     max_batch: int = setting(64, "most Recommend calls ranked in one batch", low=1, high=1024)
     torch_threads: int = setting(

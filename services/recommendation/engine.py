@@ -220,13 +220,20 @@ class ServingState:
         prior, recent = self.priors()
         warm = [i for i, p in enumerate(prepared) if p.history is not None]
         n = len(self.model.item_ids)
-        scores = torch.empty(len(prepared), n)
+        scores: torch.Tensor | None = None
         if warm:
             batch = HistoryBatch.concat([prepared[i].history for i in warm])  # type: ignore[misc]
             with torch.no_grad():
-                scores[warm] = score_batch(
+                warm_scores = score_batch(
                     self.model.item_item, self.model.weights, prior, batch, self.now()
                 )
+            if len(warm) == len(prepared):
+                scores = warm_scores
+            else:
+                scores = torch.empty(len(prepared), n)
+                scores[warm] = warm_scores
+        if scores is None:
+            scores = torch.empty(len(prepared), n)
         warm_set = set(warm)
         cold = [i for i in range(len(prepared)) if i not in warm_set]
         if cold:
@@ -295,7 +302,9 @@ class ServingState:
 
 
 class MicroBatcher:
-    """Gathers concurrent Recommend calls for up to ``window_s`` and ranks them in one batch."""
+    """Ranks concurrent Recommend calls together: every call that arrived while the previous
+    batch was being ranked (plus, with ``window_s`` > 0, those arriving within that window)
+    goes into the next batch, scored with one matmul."""
 
     def __init__(self, window_s: float, max_batch: int) -> None:
         self.window_s = window_s
@@ -321,19 +330,14 @@ class MicroBatcher:
         return await future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            deadline = loop.time() + self.window_s
-            while len(batch) < self.max_batch:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            batch = [await self._queue.get()]
+            # Calls that arrived while the previous batch was ranked are waiting already; with
+            # a window > 0 wait a little for more (throughput over latency).
+            if self.window_s > 0:
+                await asyncio.sleep(self.window_s)
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             # A reload during the window leaves requests of two models: rank each group with
             # the model it was accepted under (in-flight requests are never dropped).
             groups: dict[int, list[int]] = {}
@@ -373,7 +377,7 @@ class RecommendationEngine:
         store: FeedbackStore,
         *,
         model_dir: Path | None = None,
-        batch_window_s: float = 0.0015,
+        batch_window_s: float = 0.0,
         max_batch: int = 64,
     ) -> None:
         self.model_root = model_root

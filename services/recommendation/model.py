@@ -210,11 +210,12 @@ def score_batch(
         (batch.size, num_items),
         check_invariants=False,  # built from validated indices
     ).coalesce()
-    raw = item_item.user_scores(inputs)
+    scores = item_item.user_scores(inputs)
     # Per-user scale: heavy buyers have larger raw sums; the blend needs comparable ranges.
-    scores = raw / raw.amax(dim=1, keepdim=True).clamp_min(1e-9)
+    # In place: at 100k items each extra batch x items temporary costs as much as the top-k.
+    scores.div_(scores.amax(dim=1, keepdim=True).clamp_min_(1e-9))
     if weights.beta:
-        scores = scores + weights.beta * popularity.unsqueeze(0)
+        scores.add_(popularity.unsqueeze(0), alpha=weights.beta)
     if batch.rows.size and weights.alpha:
         days = np.maximum((now - batch.last_times) / DAY, 0.0)
         repeat = torch.from_numpy(
@@ -222,7 +223,7 @@ def score_batch(
         )
         row_max = torch.zeros(batch.size).scatter_reduce(0, rows, repeat, "amax")
         repeat = weights.alpha * repeat / row_max[rows].clamp_min(1e-9)
-        scores = scores.index_put((rows, items), repeat, accumulate=True)
+        scores.index_put_((rows, items), repeat, accumulate=True)
     return scores
 
 

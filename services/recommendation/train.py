@@ -1,10 +1,10 @@
 """Training: item-item model in closed form, then the blend scorer on a validation window.
 
-1. Cut the last ``label_days`` of the training window off as a validation window. Build the
-   histories, popularity and EASE models from the events before the cut, and choose by grid
-   search the EASE lambda, the input decay and the popularity weight that maximise Recall@20 on
-   new items, then the repeat weight and decay that maximise Recall@20 on all purchases of the
-   validation window. The test window is never seen.
+1. Cut the last ``validation_windows`` x ``label_days`` of the training window into validation
+   windows. For each, build the histories, popularity and EASE models from the events before
+   it, and choose by grid search the EASE lambda, the input decay and the popularity weight
+   that maximise mean Recall@20 on new items, then the repeat weight and decay that maximise
+   mean Recall@20 on all purchases. The test window is never seen.
 2. Rebuild everything from the whole training window with the chosen settings.
 """
 
@@ -42,6 +42,7 @@ class TrainConfig:
     ease_lambda: float = 300.0
     tau_input_days: float = 90.0
     label_days: float = 61.0
+    validation_windows: int = 2
     ease_lambda_grid: tuple[float, ...] = (150.0, 300.0, 600.0)
     tau_input_grid: tuple[float, ...] = (60.0, 120.0, 1e6)
     beta_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
@@ -197,81 +198,121 @@ def rank_all(
     return all_items, new_items
 
 
-def _tune_blend(
-    log: IndexedLog, cut: float, end: float, config: TrainConfig, progress: bool
-) -> tuple[float, float, BlendWeights, dict[str, float]]:
-    """Choose EASE lambda, input decay and the blend weights on the label window [cut, end).
+class _ValidationWindow:
+    """Features from the events before ``cut``, targets from [cut, end): one tuning window."""
 
-    The item-item part and the popularity weight are chosen on new-item Recall@20 (the repeat
-    term cannot help there), then the repeat weight and decay on Recall@20 over all purchases.
-    Scores of all validation users are held densely, so each grid point costs one top-k.
-    """
-    before = log.before(cut)
-    popularity = torch.from_numpy(build_popularity(before, cut).blend(cut))
-    targets = purchase_targets(log, cut, end)
-    users = np.asarray(sorted(targets), dtype=np.int64)
-    # Bound the dense users x items matrices (large logs: a seeded sample of users).
-    limit = max(1, config.max_validation_cells // max(log.num_items, 1))
-    if len(users) > limit:
-        users = np.sort(np.random.default_rng(config.seed).choice(users, limit, replace=False))
-    n = log.num_items
-    target = torch.zeros(len(users), n, dtype=torch.bool)
-    for row, user in enumerate(users.tolist()):
-        target[row, list(targets[user])] = True
-    histories = {tau: build_history(before, cut, tau) for tau in config.tau_input_grid}
-    first = histories[config.tau_input_grid[0]].batch(users)
-    seen = torch.zeros(len(users), n, dtype=torch.bool)
-    bought = first.counts > 0
-    seen[torch.from_numpy(first.rows[bought]), torch.from_numpy(first.items[bought])] = True
-    new_target = target & ~seen
-    has_new = new_target.any(dim=1)
+    def __init__(self, log: IndexedLog, cut: float, end: float, config: TrainConfig) -> None:
+        self.cut = cut
+        self.config = config
+        self.before = log.before(cut)
+        self.popularity = torch.from_numpy(build_popularity(self.before, cut).blend(cut))
+        targets = purchase_targets(log, cut, end)
+        users = np.asarray(sorted(targets), dtype=np.int64)
+        # Bound the dense users x items matrices (large logs: a seeded sample of users).
+        limit = max(1, config.max_validation_cells // max(log.num_items, 1))
+        if len(users) > limit:
+            users = np.sort(np.random.default_rng(config.seed).choice(users, limit, replace=False))
+        self.users = users
+        n = log.num_items
+        self.target = torch.zeros(len(users), n, dtype=torch.bool)
+        for row, user in enumerate(users.tolist()):
+            self.target[row, list(targets[user])] = True
+        self.histories = {
+            tau: build_history(self.before, cut, tau) for tau in config.tau_input_grid
+        }
+        first = self.histories[config.tau_input_grid[0]].batch(users)
+        self.seen = torch.zeros(len(users), n, dtype=torch.bool)
+        bought = first.counts > 0
+        self.seen[torch.from_numpy(first.rows[bought]), torch.from_numpy(first.items[bought])] = (
+            True
+        )
+        new_target = self.target & ~self.seen
+        self.has_new = new_target.any(dim=1)
+        self.new_target = new_target[self.has_new]
+        self.models: dict[float, ItemItem] = {}
 
-    def scores(item_item: ItemItem, history: HistoryTable, weights: BlendWeights) -> torch.Tensor:
+    def item_item(self, lam: float) -> ItemItem:
+        if lam not in self.models:
+            self.models[lam] = fit_item_item(self.before, replace(self.config, ease_lambda=lam))
+        return self.models[lam]
+
+    def scores(self, lam: float, tau: float, weights: BlendWeights) -> torch.Tensor:
         with torch.no_grad():
-            return score_batch(item_item, weights, popularity, history.batch(users), cut)
+            return score_batch(
+                self.item_item(lam),
+                weights,
+                self.popularity,
+                self.histories[tau].batch(self.users),
+                self.cut,
+            )
 
-    def recall_all(s: torch.Tensor) -> float:
-        return float(dense_recall_ndcg(s, target, 20)[0].mean())
+    def recall_all(self, scores: torch.Tensor) -> float:
+        return float(dense_recall_ndcg(scores, self.target, 20)[0].mean())
 
-    def recall_new(s: torch.Tensor) -> float:
-        masked = s[has_new].masked_fill(seen[has_new], -torch.inf)
-        return float(dense_recall_ndcg(masked, new_target[has_new], 20)[0].mean())
+    def recall_new(self, scores: torch.Tensor) -> float:
+        masked = scores[self.has_new].masked_fill(self.seen[self.has_new], -torch.inf)
+        return float(dense_recall_ndcg(masked, self.new_target, 20)[0].mean())
 
+
+def _tune_blend(
+    log: IndexedLog, end: float, config: TrainConfig, progress: bool
+) -> tuple[float, float, BlendWeights, dict[str, float]]:
+    """Choose EASE lambda, input decay and the blend weights on validation windows.
+
+    ``validation_windows`` consecutive windows of ``label_days`` each end at ``end``; a setting
+    is judged by its mean over them (one season alone over-fits). The item-item part and the
+    popularity weight are chosen on new-item Recall@20 (the repeat term cannot help there), then
+    the repeat weight and decay on Recall@20 over all purchases. Scores of all validation users
+    are held densely, so each grid point costs one top-k.
+    """
+    span = config.label_days * DAY
+    windows = []
+    for w in range(config.validation_windows):
+        cut = end - span * (w + 1)
+        if (log.times < cut).any():
+            window = _ValidationWindow(log, cut, cut + span, config)
+            if len(window.users) and bool(window.has_new.any()):
+                windows.append(window)
+    if not windows:
+        raise ValueError("no purchases to validate on at the end of the training window")
     grid = [(lam, tau) for lam in config.ease_lambda_grid for tau in config.tau_input_grid]
     bar = tqdm(
-        total=len(config.ease_lambda_grid) + len(grid) + 1,
-        desc="tuning blend on validation window",
+        total=len(windows) * (len(grid) + 1),
+        desc="tuning blend on validation windows",
         unit="step",
         disable=not progress,
     )
-    models: dict[float, ItemItem] = {}
-    for lam in config.ease_lambda_grid:
-        models[lam] = fit_item_item(before, replace(config, ease_lambda=lam))
+    new_recall: dict[tuple[float, float, float], float] = {}
+    for window in windows:
+        for lam, tau in grid:
+            base = window.scores(lam, tau, BlendWeights(alpha=0.0, beta=0.0))
+            for beta in config.beta_grid:
+                value = window.recall_new(base + beta * window.popularity.unsqueeze(0))
+                key = (lam, tau, beta)
+                new_recall[key] = new_recall.get(key, 0.0) + value / len(windows)
+            bar.update(1)
+    lam, tau, beta = max(new_recall, key=lambda key: new_recall[key])
+    all_recall: dict[BlendWeights, float] = {}
+    for window in windows:
+        base = window.scores(lam, tau, BlendWeights(alpha=0.0, beta=beta))
+        candidates = [BlendWeights(0.0, beta)]
+        all_recall[candidates[0]] = all_recall.get(candidates[0], 0.0) + window.recall_all(
+            base
+        ) / len(windows)
+        for tau_repeat in config.tau_repeat_grid:
+            repeat = window.scores(lam, tau, BlendWeights(1.0, beta, tau_repeat)) - base
+            for alpha in config.alpha_grid:
+                weights = BlendWeights(alpha, beta, tau_repeat)
+                value = window.recall_all(base + alpha * repeat)
+                all_recall[weights] = all_recall.get(weights, 0.0) + value / len(windows)
         bar.update(1)
-    best: tuple[float, float, float, float] = (-1.0, 0.0, 0.0, 0.0)
-    for lam, tau in grid:
-        base = scores(models[lam], histories[tau], BlendWeights(alpha=0.0, beta=0.0))
-        for beta in config.beta_grid:
-            value = recall_new(base + beta * popularity.unsqueeze(0))
-            if value > best[0]:
-                best = (value, lam, tau, beta)
-        bar.update(1)
-    new_recall, lam, tau, beta = best
-    base = scores(models[lam], histories[tau], BlendWeights(alpha=0.0, beta=beta))
-    best_all: tuple[float, BlendWeights] = (recall_all(base), BlendWeights(0.0, beta))
-    for tau_repeat in config.tau_repeat_grid:
-        repeat = scores(models[lam], histories[tau], BlendWeights(1.0, beta, tau_repeat)) - base
-        for alpha in config.alpha_grid:
-            value = recall_all(base + alpha * repeat)
-            if value > best_all[0]:
-                best_all = (value, BlendWeights(alpha, beta, tau_repeat))
-    bar.update(1)
     bar.close()
-    all_recall, weights = best_all
+    weights = max(all_recall, key=lambda key: all_recall[key])
     metrics = {
-        "validation_recall@20": round(all_recall, 4),
-        "validation_recall@20_new": round(new_recall, 4),
-        "validation_users": float(len(users)),
+        "validation_recall@20": round(all_recall[weights], 4),
+        "validation_recall@20_new": round(new_recall[(lam, tau, beta)], 4),
+        "validation_windows": float(len(windows)),
+        "validation_users": float(sum(len(w.users) for w in windows)),
     }
     return lam, tau, weights, metrics
 
@@ -298,7 +339,7 @@ def train(
             f"the training window needs events both before and within its last "
             f"{config.label_days:g} days (the label window)"
         )
-    lam, tau_input, weights, metrics = _tune_blend(indexed, cut, end, config, progress)
+    lam, tau_input, weights, metrics = _tune_blend(indexed, end, config, progress)
     config = replace(config, ease_lambda=lam, tau_input_days=tau_input)
     history = build_history(indexed, end, tau_input)
     popularity = build_popularity(indexed, end)
@@ -315,6 +356,7 @@ def train(
             "ease_lambda": lam,
             "tau_input_days": tau_input,
             "label_days": config.label_days,
+            "validation_windows": config.validation_windows,
             "max_dense_items": config.max_dense_items,
             "lowrank_rank": config.lowrank_rank,
         }
