@@ -4,8 +4,20 @@ product runs without any external data. Trained once per data directory and then
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.recommendation.train import TrainConfig
 
 SAMPLE_PATH = Path(__file__).parent / "sample" / "online_retail_sample.csv.gz"
+
+
+def default_config() -> TrainConfig:
+    """Settings for the sample: the values the full tuning picks on Online Retail for the
+    item-item part (so only the blend weights are tuned), to keep first start-up quick."""
+    from services.recommendation.train import TrainConfig
+
+    return TrainConfig(ease_lambda_grid=(300.0,), tau_input_grid=(120.0,), validation_windows=1)
 
 
 def default_model_root(data_dir: Path) -> Path:
@@ -17,7 +29,7 @@ def ensure_default_model(data_dir: Path, *, progress: bool = True) -> Path:
     """The newest model under ``<data_dir>/models/recommendation``; trains one from the shipped
     sample into ``<data_dir>/models/recommendation/<version>`` when there is none."""
     from services.recommendation.data import read_interactions
-    from services.recommendation.train import TrainConfig, newest_model_dir, save_versioned, train
+    from services.recommendation.train import newest_model_dir, save_versioned, train
 
     root = default_model_root(data_dir)
     existing = newest_model_dir(root)
@@ -26,7 +38,7 @@ def ensure_default_model(data_dir: Path, *, progress: bool = True) -> Path:
     model = train(
         read_interactions(SAMPLE_PATH),
         train_until=None,
-        config=TrainConfig(),
+        config=default_config(),
         data_name=f"{SAMPLE_PATH.name} (shipped sample, CC BY 4.0)",
         progress=progress,
     )
