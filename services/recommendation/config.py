@@ -13,3 +13,21 @@ class RecommendationOptions:
     model_dir: Path | None = setting(
         None, "model directory to serve; default: the newest under <data_dir>/models/recommendation"
     )
+    model_root: Path | None = setting(
+        None,
+        "where ReloadModel looks for the newest model; default: <data_dir>/models/recommendation",
+    )
+    feedback_db: Path | None = setting(
+        None, "SQLite feedback event log; default: <data_dir>/recommendation/feedback.db"
+    )
+    batch_window_ms: float = setting(
+        0.0,
+        "extra wait to gather Recommend calls into a batch; 0 batches whatever arrived while "
+        "the previous batch was ranked",
+        low=0,
+        high=50,
+    )
+    max_batch: int = setting(64, "most Recommend calls ranked in one batch", low=1, high=1024)
+    torch_threads: int = setting(
+        1, "threads torch may use for ranking (the event loop needs a core too)", low=1, high=64
+    )

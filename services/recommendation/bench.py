@@ -1,0 +1,258 @@
+"""``shoptwin bench recommendation``: Recommend over gRPC on a synthetic catalogue of any size,
+beside the bare echo RPC measured in the same run.
+
+A dense items x items matrix does not fit at 100k items, so the synthetic model is the low-rank
+variant (``x_u P Q^T``, rank 64) that training switches to above ``max_dense_items``. The
+service runs in a child process exactly as ``shoptwin serve recommendation`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.recommendation.features import DAY, Popularity
+from services.recommendation.model import (
+    BlendWeights,
+    HistoryTable,
+    ItemItem,
+    ModelMetadata,
+    RecommenderModel,
+)
+from services.runtime.bench import LatencyStats, closed_loop, summarize
+
+
+def synthetic_model(
+    num_items: int, num_users: int, *, rank: int = 64, history: int = 20, seed: int = 0
+) -> RecommenderModel:
+    """A random low-rank model with Zipf-distributed item popularity (for benchmarks only)."""
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    factors = torch.randn(num_items, rank, generator=generator) / rank**0.5
+    now = time.time()
+    weights = 1.0 / np.arange(1, num_items + 1) ** 0.8
+    weights /= weights.sum()
+    lengths = rng.integers(1, 2 * history, size=num_users)
+    # Distinct items per user (np.unique may shorten a history).
+    histories = [np.unique(rng.choice(num_items, size=n, p=weights)) for n in lengths]
+    items = np.concatenate(histories).astype(np.int64)
+    indptr = np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64)
+    total = len(items)
+    last_times = now - rng.uniform(0, 300 * DAY, size=total)
+    table = HistoryTable(
+        indptr,
+        items,
+        rng.integers(1, 5, size=total).astype(np.float32),
+        last_times,
+        np.exp(-(now - last_times) / (90 * DAY)).astype(np.float32),
+        np.ones(total, dtype=bool),
+    )
+    popularity = Popularity(num_items, now)
+    popularity.sums = np.outer([0.5, 1.0], weights * 10_000.0)
+    metadata = ModelMetadata(
+        version=f"synthetic-{num_items}x{num_users}-r{rank}",
+        kind="synthetic (lowrank)",
+        trained_at=now,
+        reference_time=now,
+        num_users=num_users,
+        num_items=num_items,
+        hyperparameters={"tau_input_days": 90.0, "rank": rank, "seed": seed},
+        metrics={},
+        data="synthetic",
+    )
+    return RecommenderModel(
+        metadata,
+        [f"item-{i}" for i in range(num_items)],
+        [f"user-{u}" for u in range(num_users)],
+        {},
+        table,
+        popularity,
+        ItemItem(left=factors, right=factors.clone()),
+        BlendWeights(),
+    )
+
+
+async def open_loop(
+    label: str, call: Any, *, rate: float, duration_s: float, warmup_s: float = 0.5
+) -> LatencyStats:
+    """Arrivals at a fixed rate whether or not earlier calls finished (no coordinated omission)."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors = 0
+    tasks: list[asyncio.Task[None]] = []
+    start = loop.time()
+    measure_from = start + warmup_s
+
+    async def one(index: int, scheduled: float) -> None:
+        nonlocal errors
+        try:
+            await call(index)
+        except Exception:
+            if scheduled >= measure_from:
+                errors += 1
+            return
+        if scheduled >= measure_from:
+            # Latency from the scheduled arrival, so queueing before the send counts.
+            latencies.append(loop.time() - scheduled)
+
+    total = int(rate * (duration_s + warmup_s))
+    for index in range(total):
+        scheduled = start + index / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(index, scheduled)))
+    await asyncio.gather(*tasks)
+    stats = summarize(label, 0, latencies, errors, duration_s)
+    return stats
+
+
+async def _measure_recommend(
+    target: str,
+    users: int,
+    k: int,
+    concurrencies: list[int],
+    duration_s: float,
+) -> tuple[list[LatencyStats], LatencyStats | None]:
+    from services.runtime.client import ChannelOptions, create_aio_channel
+    from shoptwin.v1 import recommendation_pb2, recommendation_pb2_grpc
+
+    channel = create_aio_channel(target, ChannelOptions())
+    try:
+        stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
+        requests = [
+            recommendation_pb2.RecommendRequest(user_id=f"user-{(i * 7919) % users}", k=k)
+            for i in range(min(users, 4096))
+        ]
+
+        async def call(index: int) -> None:
+            await stub.Recommend(requests[index % len(requests)])
+
+        closed = []
+        for concurrency in concurrencies:
+            closed.append(
+                await closed_loop("recommend", call, concurrency=concurrency, duration_s=duration_s)
+            )
+            await asyncio.sleep(0.2)
+        best = max(s.qps for s in closed)
+        half = None
+        if best > 0:
+            half = await open_loop("recommend@half", call, rate=best / 2, duration_s=duration_s)
+        return closed, half
+    finally:
+        await channel.close(None)
+
+
+def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
+    """Build the synthetic model, serve it and echo in child processes, measure, report."""
+    from services.echo.bench import measure_echo, start_echo_process
+    from services.runtime.bench import render_table, run_metadata, write_json
+    from services.runtime.process import ServiceProcess, free_port
+
+    with tempfile.TemporaryDirectory(prefix="shoptwin-bench-rec-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        started = time.monotonic()
+        model = synthetic_model(args.items, args.users)
+        model_dir = workdir / "models" / model.metadata.version
+        if not (model_dir / "metadata.json").is_file():
+            model.save(model_dir)
+        build_s = time.monotonic() - started
+        echo = start_echo_process()
+        service = ServiceProcess(
+            "recommendation",
+            free_port(),
+            extra_args=[
+                "--metrics-port",
+                "0",
+                "--log-level",
+                "warning",
+                "--data-dir",
+                str(workdir),
+                "--model-dir",
+                str(model_dir),
+            ],
+        )
+        service.start()
+        try:
+            service.wait_serving(120)
+            echo_stats = asyncio.run(
+                measure_echo(echo.target, concurrencies, duration_s=args.duration)
+            )
+            rec_stats, half = asyncio.run(
+                _measure_recommend(service.target, args.users, args.k, concurrencies, args.duration)
+            )
+        finally:
+            service.stop()
+            echo.stop()
+    rows = []
+    for e, r in zip(echo_stats, rec_stats, strict=True):
+        rows.append(
+            {
+                "concurrency": r.concurrency,
+                "recommend_qps": r.qps,
+                "recommend_p50_ms": r.p50_ms,
+                "recommend_p99_ms": r.p99_ms,
+                "echo_qps": e.qps,
+                "echo_p50_ms": e.p50_ms,
+                "echo_p99_ms": e.p99_ms,
+                "qps_ratio": round(r.qps / e.qps, 3) if e.qps else 0.0,
+                "errors": r.errors,
+            }
+        )
+    best_ratio = (
+        round(max(r.qps for r in rec_stats) / max(e.qps for e in echo_stats), 3)
+        if echo_stats
+        else 0.0
+    )
+    payload: dict[str, Any] = {
+        "meta": run_metadata(vars(args) | {"handler": None}),
+        "model": {
+            "items": args.items,
+            "users": args.users,
+            "kind": "lowrank r64",
+            "build_s": round(build_s, 1),
+        },
+        "levels": rows,
+        "max_qps_ratio": best_ratio,
+        "half_max_open_loop": half.as_dict() if half else None,
+        "echo": [s.as_dict() for s in echo_stats],
+        "recommend": [s.as_dict() for s in rec_stats],
+    }
+    if args.json_path == Path("-"):
+        json.dump(payload, sys.stdout, indent=2)
+        print()
+        return 0
+    print(
+        render_table(
+            rows,
+            [
+                "concurrency",
+                "recommend_qps",
+                "recommend_p50_ms",
+                "recommend_p99_ms",
+                "echo_qps",
+                "echo_p50_ms",
+                "echo_p99_ms",
+                "qps_ratio",
+                "errors",
+            ],
+        )
+    )
+    print(f"max Recommend QPS / max echo QPS: {best_ratio}")
+    if half is not None:
+        print(
+            f"open loop at half the max Recommend QPS ({half.qps:.0f}/s achieved): "
+            f"p50 {half.p50_ms:.2f} ms, p99 {half.p99_ms:.2f} ms, errors {half.errors}"
+        )
+    if args.json_path:
+        write_json(args.json_path, payload)
+    return 0

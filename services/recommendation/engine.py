@@ -1,0 +1,492 @@
+"""Serving: a loaded model plus live state (feedback histories, popularity, catalogue), ranking
+with filters, micro-batching of concurrent requests, feedback and atomic hot reload.
+
+Knows nothing of gRPC: the servicer turns protobufs into the dataclasses here and back.
+
+Time: a model trained on an old log (the 2011 Online Retail data) is served as if its log ended
+when it was loaded: ``model time = wall time - clock_offset`` with
+``clock_offset = max(0, load time - end of training window)``, fixed per loaded model. Recency
+features therefore look the same as at training time, and feedback arriving now is recent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.recommendation.data import EVENT_TYPES, EVENT_WEIGHTS
+from services.recommendation.features import Popularity, UserHistory
+from services.recommendation.model import HistoryBatch, RecommenderModel, score_batch
+from services.recommendation.store import FeedbackStore, StoredEvent
+from services.recommendation.train import newest_model_dir
+from services.runtime.errors import (
+    FailedPreconditionError,
+    NotFoundError,
+    UnavailableError,
+    ValidationError,
+)
+
+MAX_K = 1000
+MAX_CATEGORIES = 100
+MAX_EXCLUDED = 10_000
+#: Seconds the popularity prior may lag behind feedback (the bar is one second).
+PRIOR_REFRESH_S = 0.25
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    category: str
+    price_minor: int
+    in_stock: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    categories: tuple[str, ...] = ()
+    exclude_item_ids: tuple[str, ...] = ()
+    exclude_purchased: bool = False
+    in_stock_only: bool = False
+
+
+@dataclass(frozen=True)
+class Query:
+    user_id: str
+    k: int
+    filter: ItemFilter = field(default_factory=ItemFilter)
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    category: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    items: list[ScoredItem]
+    model_version: str
+    personalized: bool
+    unknown_item_ids: list[str]
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    version: str
+    kind: str
+    num_users: int
+    num_items: int
+    trained_at: float
+    metrics: dict[str, float]
+    model_dir: str
+
+
+class Catalog:
+    """Catalogue attributes by item id (items the model does not know are kept too)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, CatalogEntry] = {}
+        self.category_codes: dict[str, int] = {}
+
+    def code(self, category: str) -> int:
+        if category not in self.category_codes:
+            self.category_codes[category] = len(self.category_codes)
+        return self.category_codes[category]
+
+
+@dataclass
+class _Prepared:
+    """What one query needs from the live state, snapshotted on the event loop."""
+
+    query: Query
+    #: A copy of the user's history (feedback may change the live one while ranking runs).
+    history: HistoryBatch | None
+    banned: np.ndarray
+    unknown: list[str]
+    allowed_codes: np.ndarray | None
+
+
+class ServingState:
+    """One loaded model with its live state. Replaced whole on reload."""
+
+    def __init__(self, model: RecommenderModel, catalog: Catalog) -> None:
+        self.model = model
+        self.clock_offset = max(0.0, time.time() - model.metadata.reference_time)
+        self.overlay: dict[str, UserHistory] = {}
+        # A private copy: feedback must not change the loaded model object.
+        self.popularity = Popularity(len(model.item_ids), model.popularity.reference_time)
+        self.popularity.sums = model.popularity.sums.copy()
+        n = len(model.item_ids)
+        self.item_categories = np.full(n, -1, dtype=np.int64)
+        self.category_names = [""] * n
+        self.out_of_stock = np.zeros(n, dtype=bool)
+        for item_id, entry in catalog.entries.items():
+            self.apply_catalog(item_id, entry, catalog)
+        self._prior: torch.Tensor | None = None
+        self._recent: np.ndarray | None = None
+        self._prior_at = -math.inf
+        self.replayed_row = 0
+
+    def now(self) -> float:
+        return time.time() - self.clock_offset
+
+    def apply_catalog(self, item_id: str, entry: CatalogEntry, catalog: Catalog) -> None:
+        index = self.model.item_index.get(item_id)
+        if index is None:
+            return
+        self.item_categories[index] = catalog.code(entry.category) if entry.category else -1
+        self.category_names[index] = entry.category
+        self.out_of_stock[index] = not entry.in_stock
+
+    def apply_event(self, event: StoredEvent) -> None:
+        """Reflect a stored feedback event in the user's history and item popularity."""
+        index = self.model.item_index.get(event.item_id)
+        if index is None:
+            return  # stored for the next training run; this model cannot rank it
+        when = event.event_time - self.clock_offset
+        history = self.overlay.get(event.user_id)
+        if history is None:
+            history = self.base_history(event.user_id) or UserHistory()
+            self.overlay[event.user_id] = history
+        history.add(index, when, event.event_type, self.model.input_weight(when))
+        weight = EVENT_WEIGHTS.get(event.event_type, 1.0)
+        self.popularity.add(np.asarray([index]), np.asarray([when]), np.asarray([weight]))
+        self._prior_at = -math.inf
+
+    def base_history(self, user_id: str) -> UserHistory | None:
+        user = self.model.user_index.get(user_id)
+        return None if user is None else self.model.history.user_history(user)
+
+    def snapshot(self, user_id: str) -> tuple[HistoryBatch | None, np.ndarray]:
+        """The user's history as a one-row batch and the items they purchased (copies)."""
+        live = self.overlay.get(user_id)
+        if live is not None:
+            purchased = np.fromiter(live.purchased, dtype=np.int64, count=len(live.purchased))
+            return HistoryBatch.from_histories([live]), purchased
+        user = self.model.user_index.get(user_id)
+        if user is None:
+            return None, np.zeros(0, dtype=np.int64)
+        history = self.model.history
+        return history.batch(np.asarray([user])), history.purchased_items(user)
+
+    def priors(self) -> tuple[torch.Tensor, np.ndarray]:
+        """The blend's popularity term and the cold-start popularity, refreshed at most every
+        0.25 s (feedback marks them stale at once)."""
+        now_wall = time.monotonic()
+        if (
+            self._prior is None
+            or self._recent is None
+            or now_wall - self._prior_at > PRIOR_REFRESH_S
+        ):
+            now = self.now()
+            self._prior = torch.from_numpy(self.popularity.blend(now))
+            self._recent = self.popularity.recent(now)
+            self._prior_at = now_wall
+        return self._prior, self._recent
+
+    def prepare(self, query: Query, catalog: Catalog) -> _Prepared:
+        index = self.model.item_index
+        banned: list[int] = []
+        unknown: list[str] = []
+        for item_id in query.filter.exclude_item_ids:
+            position = index.get(item_id)
+            if position is None:
+                unknown.append(item_id)
+            else:
+                banned.append(position)
+        history, purchased = self.snapshot(query.user_id)
+        if history is not None and not history.rows.size:
+            history = None
+        if query.filter.exclude_purchased:
+            banned.extend(purchased.tolist())
+        allowed = None
+        if query.filter.categories:
+            allowed = np.asarray(
+                [catalog.category_codes[c] for c in query.filter.categories], dtype=np.int64
+            )
+        return _Prepared(query, history, np.asarray(banned, dtype=np.int64), unknown, allowed)
+
+    def rank(self, prepared: Sequence[_Prepared]) -> list[Recommendation]:
+        """Score and filter a batch in one matmul (runs in a worker thread)."""
+        prior, recent = self.priors()
+        warm = [i for i, p in enumerate(prepared) if p.history is not None]
+        n = len(self.model.item_ids)
+        scores: torch.Tensor | None = None
+        if warm:
+            batch = HistoryBatch.concat([prepared[i].history for i in warm])  # type: ignore[misc]
+            with torch.no_grad():
+                warm_scores = score_batch(
+                    self.model.item_item, self.model.weights, prior, batch, self.now()
+                )
+            if len(warm) == len(prepared):
+                scores = warm_scores
+            else:
+                scores = torch.empty(len(prepared), n)
+                scores[warm] = warm_scores
+        if scores is None:
+            scores = torch.empty(len(prepared), n)
+        warm_set = set(warm)
+        cold = [i for i in range(len(prepared)) if i not in warm_set]
+        if cold:
+            scores[cold] = torch.from_numpy(recent.astype(np.float32)).unsqueeze(0)
+        for row, p in enumerate(prepared):
+            if p.banned.size:
+                scores[row, torch.from_numpy(p.banned)] = -torch.inf
+            if p.allowed_codes is not None:
+                keep = torch.from_numpy(np.isin(self.item_categories, p.allowed_codes))
+                scores[row].masked_fill_(~keep, -torch.inf)
+            if p.query.filter.in_stock_only and self.out_of_stock.any():
+                scores[row].masked_fill_(torch.from_numpy(self.out_of_stock), -torch.inf)
+        k_max = min(max(p.query.k for p in prepared), n)
+        values, indices = torch.topk(scores, k_max, dim=1)
+        results = []
+        for row, p in enumerate(prepared):
+            items = []
+            for value, item in zip(
+                values[row, : p.query.k].tolist(), indices[row, : p.query.k].tolist(), strict=True
+            ):
+                if value == -math.inf:
+                    break
+                items.append(
+                    ScoredItem(self.model.item_ids[item], float(value), self.category_names[item])
+                )
+            results.append(
+                Recommendation(items, self.model.metadata.version, row in warm_set, p.unknown)
+            )
+        return results
+
+    def similar(
+        self, item_id: str, k: int, item_filter: ItemFilter, catalog: Catalog
+    ) -> list[ScoredItem]:
+        position = self.model.item_index.get(item_id)
+        if position is None:
+            raise NotFoundError(f"item_id: {item_id!r} is unknown to the model")
+        with torch.no_grad():
+            scores = self.model.item_item.item_scores(position).clone().float()
+        scores[position] = -torch.inf
+        prepared = self.prepare(Query("-", k, item_filter), catalog)
+        if prepared.banned.size:
+            scores[torch.from_numpy(prepared.banned)] = -torch.inf
+        if prepared.allowed_codes is not None:
+            keep = torch.from_numpy(np.isin(self.item_categories, prepared.allowed_codes))
+            scores.masked_fill_(~keep, -torch.inf)
+        if item_filter.in_stock_only:
+            scores.masked_fill_(torch.from_numpy(self.out_of_stock), -torch.inf)
+        values, indices = torch.topk(scores, min(k, scores.shape[0]))
+        return [
+            ScoredItem(self.model.item_ids[i], float(v), self.category_names[i])
+            for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+            if v != -math.inf
+        ]
+
+    def summary(self) -> ModelSummary:
+        meta = self.model.metadata
+        return ModelSummary(
+            meta.version,
+            meta.kind,
+            meta.num_users,
+            meta.num_items,
+            meta.trained_at,
+            {k: float(v) for k, v in meta.metrics.items()},
+            str(self.model.directory or ""),
+        )
+
+
+class MicroBatcher:
+    """Ranks concurrent Recommend calls together: every call that arrived while the previous
+    batch was being ranked (plus, with ``window_s`` > 0, those arriving within that window)
+    goes into the next batch, scored with one matmul."""
+
+    def __init__(self, window_s: float, max_batch: int) -> None:
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[
+            tuple[ServingState, _Prepared, asyncio.Future[Recommendation]]
+        ] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="recommendation-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def submit(self, state: ServingState, prepared: _Prepared) -> Recommendation:
+        future: asyncio.Future[Recommendation] = asyncio.get_running_loop().create_future()
+        await self._queue.put((state, prepared, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            # Calls that arrived while the previous batch was ranked are waiting already; with
+            # a window > 0 wait a little for more (throughput over latency).
+            if self.window_s > 0:
+                await asyncio.sleep(self.window_s)
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            # A reload during the window leaves requests of two models: rank each group with
+            # the model it was accepted under (in-flight requests are never dropped).
+            groups: dict[int, list[int]] = {}
+            for position, (state, _, _) in enumerate(batch):
+                groups.setdefault(id(state), []).append(position)
+            for positions in groups.values():
+                state = batch[positions[0]][0]
+                try:
+                    results = await asyncio.to_thread(state.rank, [batch[p][1] for p in positions])
+                except Exception as exc:
+                    for p in positions:
+                        if not batch[p][2].done():
+                            batch[p][2].set_exception(exc)
+                    continue
+                for p, result in zip(positions, results, strict=True):
+                    if not batch[p][2].done():
+                        batch[p][2].set_result(result)
+
+
+@dataclass(frozen=True)
+class FeedbackInput:
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: int
+    quantity: int
+    #: Epoch seconds; None means "when received".
+    time: float | None
+
+
+class RecommendationEngine:
+    """The service's domain object: ranking, feedback, catalogue and model lifecycle."""
+
+    def __init__(
+        self,
+        model_root: Path,
+        store: FeedbackStore,
+        *,
+        model_dir: Path | None = None,
+        batch_window_s: float = 0.0,
+        max_batch: int = 64,
+    ) -> None:
+        self.model_root = model_root
+        self.store = store
+        self.initial_model_dir = model_dir
+        self.catalog = Catalog()
+        self.state: ServingState | None = None
+        self.batcher = MicroBatcher(batch_window_s, max_batch)
+        self._reload_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self.batcher.start()
+        directory = self.initial_model_dir or newest_model_dir(self.model_root)
+        if directory is not None:
+            await self.reload(directory)
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+
+    def _require_state(self) -> ServingState:
+        state = self.state
+        if state is None:
+            raise UnavailableError("no model loaded")
+        return state
+
+    def _check_filter(self, item_filter: ItemFilter) -> None:
+        if len(item_filter.categories) > MAX_CATEGORIES:
+            raise ValidationError(
+                "filter.categories", f"must have at most {MAX_CATEGORIES} entries"
+            )
+        for position, category in enumerate(item_filter.categories):
+            if category not in self.catalog.category_codes:
+                raise ValidationError(
+                    f"filter.categories[{position}]", f"unknown category {category[:128]!r}"
+                )
+        if len(item_filter.exclude_item_ids) > MAX_EXCLUDED:
+            raise ValidationError(
+                "filter.exclude_item_ids", f"must have at most {MAX_EXCLUDED} entries"
+            )
+
+    async def recommend(self, query: Query) -> Recommendation:
+        """Top-K for one user (validated fields: k range and filter)."""
+        self._check_filter(query.filter)
+        state = self._require_state()
+        return await self.batcher.submit(state, state.prepare(query, self.catalog))
+
+    async def similar_items(self, item_id: str, k: int, item_filter: ItemFilter) -> Recommendation:
+        self._check_filter(item_filter)
+        state = self._require_state()
+        items = await asyncio.to_thread(state.similar, item_id, k, item_filter, self.catalog)
+        return Recommendation(items, state.model.metadata.version, False, [])
+
+    def to_stored(self, event: FeedbackInput, received: float) -> StoredEvent:
+        when = received if event.time is None else event.time
+        quantity = (
+            float(event.quantity) if event.event_type == EVENT_TYPES.index("purchase") else 1.0
+        )
+        return StoredEvent(
+            event.event_id, event.user_id, event.item_id, event.event_type, max(quantity, 1.0), when
+        )
+
+    async def record(self, events: Sequence[FeedbackInput]) -> list[bool]:
+        """Store events durably (one transaction), then reflect the new ones. Per event: True
+        when newly stored, False for a resend."""
+        received = time.time()
+        stored = [self.to_stored(e, received) for e in events]
+        fresh = await asyncio.to_thread(self.store.append, stored, received)
+        state = self.state
+        if state is not None:
+            for event, new in zip(stored, fresh, strict=True):
+                if new:
+                    state.apply_event(event)
+        return fresh
+
+    def update_catalog(self, entries: Sequence[tuple[str, CatalogEntry]]) -> int:
+        for item_id, entry in entries:
+            self.catalog.entries[item_id] = entry
+            if entry.category:
+                self.catalog.code(entry.category)
+            if self.state is not None:
+                self.state.apply_catalog(item_id, entry, self.catalog)
+        return len(entries)
+
+    def model_summary(self) -> ModelSummary:
+        return self._require_state().summary()
+
+    async def reload(self, directory: Path | None) -> ModelSummary:
+        """Load ``directory`` (or the newest under the root), replay feedback, swap atomically."""
+        async with self._reload_lock:
+            if directory is None:
+                directory = newest_model_dir(self.model_root)
+                if directory is None:
+                    raise FailedPreconditionError(f"no model under {self.model_root}")
+            if not (directory / "metadata.json").is_file():
+                raise ValidationError("model_dir", f"{directory} is not a model directory")
+            try:
+                model = await asyncio.to_thread(RecommenderModel.load, directory)
+            except Exception as exc:
+                raise FailedPreconditionError(f"loading {directory} failed: {exc}") from exc
+            state = ServingState(model, self.catalog)
+            since = model.metadata.reference_time
+            events, last_row = await asyncio.to_thread(self.store.events_since, since)
+            for event in events:
+                state.apply_event(event)
+            # Events committed while replaying: fetched and applied in the same loop step as the
+            # swap, so none is missed by the new state.
+            later, last_row = self.store.events_since(since, last_row)
+            for event in later:
+                state.apply_event(event)
+            state.replayed_row = last_row
+            self.state = state
+            return state.summary()

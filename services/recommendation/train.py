@@ -1,0 +1,395 @@
+"""Training: item-item model in closed form, then the blend scorer on a validation window.
+
+1. Cut the last ``validation_windows`` x ``label_days`` of the training window into validation
+   windows. For each, build the histories, popularity and EASE models from the events before
+   it, and choose by grid search the EASE lambda, the input decay and the popularity weight
+   that maximise mean Recall@20 on new items, then the repeat weight and decay that maximise
+   mean Recall@20 on all purchases. The test window is never seen.
+2. Rebuild everything from the whole training window with the chosen settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from services.recommendation.data import EVENT_WEIGHTS, PURCHASE, Interactions
+from services.recommendation.features import DAY, Popularity
+from services.recommendation.metrics import MetricAccumulator, dense_recall_ndcg
+from services.recommendation.model import (
+    BlendWeights,
+    HistoryTable,
+    ItemItem,
+    ModelMetadata,
+    RecommenderModel,
+    score_batch,
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters (defaults chosen on a validation split of the Online Retail data)."""
+
+    ease_lambda: float = 300.0
+    tau_input_days: float = 90.0
+    label_days: float = 61.0
+    validation_windows: int = 2
+    ease_lambda_grid: tuple[float, ...] = (150.0, 300.0, 600.0)
+    tau_input_grid: tuple[float, ...] = (60.0, 120.0, 1e6)
+    beta_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
+    alpha_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    tau_repeat_grid: tuple[float, ...] = (90.0, 365.0, 1e6)
+    #: Above this many items the dense EASE matrix is replaced by low-rank factors.
+    max_dense_items: int = 20_000
+    lowrank_rank: int = 128
+    #: Largest validation users x items matrix held densely while tuning.
+    max_validation_cells: int = 40_000_000
+    seed: int = 0
+    threads: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IndexedLog:
+    """Interactions with user and item ids mapped to dense indices."""
+
+    users: np.ndarray
+    items: np.ndarray
+    times: np.ndarray
+    event_types: np.ndarray
+    num_users: int
+    num_items: int
+
+    def before(self, cutoff: float) -> IndexedLog:
+        mask = self.times < cutoff
+        return IndexedLog(
+            self.users[mask],
+            self.items[mask],
+            self.times[mask],
+            self.event_types[mask],
+            self.num_users,
+            self.num_items,
+        )
+
+
+def index_log(log: Interactions) -> tuple[IndexedLog, list[str], list[str]]:
+    """Map ids to indices (sorted ids, so the maps are deterministic)."""
+    user_ids, users = np.unique(log.user_ids.astype(str), return_inverse=True)
+    item_ids, items = np.unique(log.item_ids.astype(str), return_inverse=True)
+    indexed = IndexedLog(
+        users.astype(np.int64),
+        items.astype(np.int64),
+        log.times,
+        log.event_types.astype(np.int64),
+        len(user_ids),
+        len(item_ids),
+    )
+    return indexed, [str(u) for u in user_ids], [str(i) for i in item_ids]
+
+
+def build_history(log: IndexedLog, reference_time: float, tau_input_days: float) -> HistoryTable:
+    """Per (user, item): weighted count, last time, decayed input weight, purchased flag."""
+    weights = (
+        np.vectorize(lambda t: EVENT_WEIGHTS.get(int(t), 1.0), otypes=[np.float64])(log.event_types)
+        if log.event_types.size
+        else np.zeros(0)
+    )
+    keys = log.users * log.num_items + log.items
+    unique, inverse = np.unique(keys, return_inverse=True)
+    counts = np.bincount(inverse, weights=weights, minlength=len(unique))
+    decay = np.exp((log.times - reference_time) / (tau_input_days * DAY))
+    input_weights = np.bincount(inverse, weights=weights * decay, minlength=len(unique))
+    last = np.full(len(unique), -np.inf)
+    np.maximum.at(last, inverse, log.times)
+    purchased = np.zeros(len(unique), dtype=bool)
+    purchased[inverse[log.event_types == PURCHASE]] = True
+    users = unique // log.num_items
+    indptr = np.zeros(log.num_users + 1, dtype=np.int64)
+    np.add.at(indptr, users + 1, 1)
+    return HistoryTable(
+        np.cumsum(indptr),
+        (unique % log.num_items).astype(np.int64),
+        counts.astype(np.float32),
+        last,
+        input_weights.astype(np.float32),
+        purchased,
+    )
+
+
+def build_popularity(log: IndexedLog, reference_time: float) -> Popularity:
+    popularity = Popularity(log.num_items, reference_time)
+    weights = np.asarray([EVENT_WEIGHTS.get(int(t), 1.0) for t in log.event_types])
+    popularity.add(log.items, log.times, weights)
+    return popularity
+
+
+def fit_item_item(log: IndexedLog, config: TrainConfig) -> ItemItem:
+    """EASE (closed form) on the binary user-item matrix, or low-rank factors above the limit."""
+    n = log.num_items
+    binary = (
+        torch.zeros(log.num_users, n, dtype=torch.float64) if n <= config.max_dense_items else None
+    )
+    if binary is not None:
+        binary[torch.from_numpy(log.users), torch.from_numpy(log.items)] = 1.0
+        gram = binary.T @ binary
+        gram += config.ease_lambda * torch.eye(n, dtype=torch.float64)
+        precision = torch.linalg.inv(gram)
+        weights = -precision / torch.diagonal(precision)
+        weights.fill_diagonal_(0.0)
+        return ItemItem(dense=weights.float())
+    # Large catalogue: truncated SVD of the binary matrix (PureSVD); x P Q^T with P = Q = V.
+    keys = np.unique(log.users * n + log.items)
+    matrix = torch.sparse_coo_tensor(
+        torch.from_numpy(np.stack([keys // n, keys % n])),
+        torch.ones(len(keys)),
+        (log.num_users, n),
+        check_invariants=False,
+    )
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(config.seed)
+    _, _, v = torch.svd_lowrank(matrix, q=min(config.lowrank_rank, n - 1))
+    torch.random.set_rng_state(generator_state)
+    return ItemItem(left=v.float().contiguous(), right=v.float().contiguous())
+
+
+def purchase_targets(log: IndexedLog, start: float, end: float) -> dict[int, set[int]]:
+    """Per user, the items purchased in [start, end)."""
+    mask = (log.times >= start) & (log.times < end) & (log.event_types == PURCHASE)
+    targets: dict[int, set[int]] = {}
+    for user, item in zip(log.users[mask].tolist(), log.items[mask].tolist(), strict=True):
+        targets.setdefault(user, set()).add(item)
+    return targets
+
+
+def rank_all(
+    score: Callable[[np.ndarray], torch.Tensor],
+    users: list[int],
+    targets: dict[int, set[int]],
+    seen: Callable[[int], np.ndarray],
+    k: int,
+    batch_size: int = 256,
+) -> tuple[MetricAccumulator, MetricAccumulator]:
+    """Recall/NDCG@k over ``users`` for all purchases and for new items only (full ranking)."""
+    all_items = MetricAccumulator(k)
+    new_items = MetricAccumulator(k)
+    for start in range(0, len(users), batch_size):
+        chunk = np.asarray(users[start : start + batch_size], dtype=np.int64)
+        with torch.no_grad():
+            scores = score(chunk).clone()
+        top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.numpy()
+        for row, user in enumerate(chunk.tolist()):
+            all_items.add(top[row].tolist(), targets[user])
+            own = seen(user)
+            scores[row, torch.from_numpy(own)] = -torch.inf
+        top_new = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.numpy()
+        for row, user in enumerate(chunk.tolist()):
+            fresh = targets[user] - set(seen(user).tolist())
+            if fresh:
+                new_items.add(top_new[row].tolist(), fresh)
+    return all_items, new_items
+
+
+class _ValidationWindow:
+    """Features from the events before ``cut``, targets from [cut, end): one tuning window."""
+
+    def __init__(self, log: IndexedLog, cut: float, end: float, config: TrainConfig) -> None:
+        self.cut = cut
+        self.config = config
+        self.before = log.before(cut)
+        self.popularity = torch.from_numpy(build_popularity(self.before, cut).blend(cut))
+        targets = purchase_targets(log, cut, end)
+        users = np.asarray(sorted(targets), dtype=np.int64)
+        # Bound the dense users x items matrices (large logs: a seeded sample of users).
+        limit = max(1, config.max_validation_cells // max(log.num_items, 1))
+        if len(users) > limit:
+            users = np.sort(np.random.default_rng(config.seed).choice(users, limit, replace=False))
+        self.users = users
+        n = log.num_items
+        self.target = torch.zeros(len(users), n, dtype=torch.bool)
+        for row, user in enumerate(users.tolist()):
+            self.target[row, list(targets[user])] = True
+        self.histories = {
+            tau: build_history(self.before, cut, tau) for tau in config.tau_input_grid
+        }
+        first = self.histories[config.tau_input_grid[0]].batch(users)
+        self.seen = torch.zeros(len(users), n, dtype=torch.bool)
+        bought = first.counts > 0
+        self.seen[torch.from_numpy(first.rows[bought]), torch.from_numpy(first.items[bought])] = (
+            True
+        )
+        new_target = self.target & ~self.seen
+        self.has_new = new_target.any(dim=1)
+        self.new_target = new_target[self.has_new]
+        self.models: dict[float, ItemItem] = {}
+
+    def item_item(self, lam: float) -> ItemItem:
+        if lam not in self.models:
+            self.models[lam] = fit_item_item(self.before, replace(self.config, ease_lambda=lam))
+        return self.models[lam]
+
+    def scores(self, lam: float, tau: float, weights: BlendWeights) -> torch.Tensor:
+        with torch.no_grad():
+            return score_batch(
+                self.item_item(lam),
+                weights,
+                self.popularity,
+                self.histories[tau].batch(self.users),
+                self.cut,
+            )
+
+    def recall_all(self, scores: torch.Tensor) -> float:
+        return float(dense_recall_ndcg(scores, self.target, 20)[0].mean())
+
+    def recall_new(self, scores: torch.Tensor) -> float:
+        masked = scores[self.has_new].masked_fill(self.seen[self.has_new], -torch.inf)
+        return float(dense_recall_ndcg(masked, self.new_target, 20)[0].mean())
+
+
+def _tune_blend(
+    log: IndexedLog, end: float, config: TrainConfig, progress: bool
+) -> tuple[float, float, BlendWeights, dict[str, float]]:
+    """Choose EASE lambda, input decay and the blend weights on validation windows.
+
+    ``validation_windows`` consecutive windows of ``label_days`` each end at ``end``; a setting
+    is judged by its mean over them (one season alone over-fits). The item-item part and the
+    popularity weight are chosen on new-item Recall@20 (the repeat term cannot help there), then
+    the repeat weight and decay on Recall@20 over all purchases. Scores of all validation users
+    are held densely, so each grid point costs one top-k.
+    """
+    span = config.label_days * DAY
+    windows = []
+    for w in range(config.validation_windows):
+        cut = end - span * (w + 1)
+        if (log.times < cut).any():
+            window = _ValidationWindow(log, cut, cut + span, config)
+            if len(window.users) and bool(window.has_new.any()):
+                windows.append(window)
+    if not windows:
+        raise ValueError("no purchases to validate on at the end of the training window")
+    grid = [(lam, tau) for lam in config.ease_lambda_grid for tau in config.tau_input_grid]
+    bar = tqdm(
+        total=len(windows) * (len(grid) + 1),
+        desc="tuning blend on validation windows",
+        unit="step",
+        disable=not progress,
+    )
+    new_recall: dict[tuple[float, float, float], float] = {}
+    for window in windows:
+        for lam, tau in grid:
+            base = window.scores(lam, tau, BlendWeights(alpha=0.0, beta=0.0))
+            for beta in config.beta_grid:
+                value = window.recall_new(base + beta * window.popularity.unsqueeze(0))
+                key = (lam, tau, beta)
+                new_recall[key] = new_recall.get(key, 0.0) + value / len(windows)
+            bar.update(1)
+    lam, tau, beta = max(new_recall, key=lambda key: new_recall[key])
+    all_recall: dict[BlendWeights, float] = {}
+    for window in windows:
+        base = window.scores(lam, tau, BlendWeights(alpha=0.0, beta=beta))
+        candidates = [BlendWeights(0.0, beta)]
+        all_recall[candidates[0]] = all_recall.get(candidates[0], 0.0) + window.recall_all(
+            base
+        ) / len(windows)
+        for tau_repeat in config.tau_repeat_grid:
+            repeat = window.scores(lam, tau, BlendWeights(1.0, beta, tau_repeat)) - base
+            for alpha in config.alpha_grid:
+                weights = BlendWeights(alpha, beta, tau_repeat)
+                value = window.recall_all(base + alpha * repeat)
+                all_recall[weights] = all_recall.get(weights, 0.0) + value / len(windows)
+        bar.update(1)
+    bar.close()
+    weights = max(all_recall, key=lambda key: all_recall[key])
+    metrics = {
+        "validation_recall@20": round(all_recall[weights], 4),
+        "validation_recall@20_new": round(new_recall[(lam, tau, beta)], 4),
+        "validation_windows": float(len(windows)),
+        "validation_users": float(sum(len(w.users) for w in windows)),
+    }
+    return lam, tau, weights, metrics
+
+
+def train(
+    log: Interactions,
+    *,
+    train_until: float | None,
+    config: TrainConfig,
+    data_name: str,
+    progress: bool = True,
+) -> RecommenderModel:
+    """Train a model on the events of ``log`` before ``train_until`` (all when ``None``)."""
+    torch.set_num_threads(config.threads)
+    started = time.monotonic()
+    window = log.between(None, train_until) if train_until is not None else log
+    if len(window) == 0:
+        raise ValueError("no events in the training window")
+    indexed, user_ids, item_ids = index_log(window)
+    end = float(train_until if train_until is not None else window.times.max() + 1.0)
+    cut = end - config.label_days * DAY
+    if not (indexed.times < cut).any() or not (indexed.times >= cut).any():
+        raise ValueError(
+            f"the training window needs events both before and within its last "
+            f"{config.label_days:g} days (the label window)"
+        )
+    lam, tau_input, weights, metrics = _tune_blend(indexed, end, config, progress)
+    config = replace(config, ease_lambda=lam, tau_input_days=tau_input)
+    history = build_history(indexed, end, tau_input)
+    popularity = build_popularity(indexed, end)
+    item_item = fit_item_item(indexed, config)
+    metrics["train_seconds"] = round(time.monotonic() - started, 1)
+    trained_at = time.time()
+    digest = hashlib.sha256()
+    for tensor in item_item.state().values():
+        digest.update(tensor.numpy().tobytes()[:1_000_000])
+    digest.update(repr(weights).encode())
+    stamp = datetime.fromtimestamp(trained_at, UTC).strftime("%Y%m%dT%H%M%SZ")
+    hyper = (
+        {
+            "ease_lambda": lam,
+            "tau_input_days": tau_input,
+            "label_days": config.label_days,
+            "validation_windows": config.validation_windows,
+            "max_dense_items": config.max_dense_items,
+            "lowrank_rank": config.lowrank_rank,
+        }
+        | weights.as_dict()
+        | config.extra
+    )
+    metadata = ModelMetadata(
+        version=f"{stamp}-{digest.hexdigest()[:8]}",
+        kind=f"ease+repeat+popularity blend ({item_item.kind})",
+        trained_at=trained_at,
+        reference_time=end,
+        num_users=len(user_ids),
+        num_items=len(item_ids),
+        hyperparameters=hyper,
+        metrics=metrics,
+        data=data_name,
+    )
+    descriptions = {k: v for k, v in window.descriptions.items() if k in set(item_ids)}
+    return RecommenderModel(
+        metadata, item_ids, user_ids, descriptions, history, popularity, item_item, weights
+    )
+
+
+def save_versioned(model: RecommenderModel, root: Path) -> Path:
+    """Save under ``root/<version>`` and return that directory."""
+    directory = root / model.metadata.version
+    model.save(directory)
+    return directory
+
+
+def newest_model_dir(root: Path) -> Path | None:
+    """The newest complete model directory under ``root`` (versions sort by time)."""
+    if not root.is_dir():
+        return None
+    candidates = sorted(p for p in root.iterdir() if (p / "metadata.json").is_file())
+    return candidates[-1] if candidates else None
