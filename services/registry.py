@@ -37,6 +37,7 @@ PRODUCT_SERVICES: tuple[ServiceDefinition, ...] = (
         default_metrics_port=9101,
         factory="services.recommendation.app:create_app",
         options="services.recommendation.config:RecommendationOptions",
+        prepare="services.recommendation.defaults:ensure_default_model",
         description="top-K items for a shopper, learning from feedback events",
     ),
 )

@@ -4,6 +4,7 @@ print their addresses, and stop them all cleanly on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
@@ -47,6 +48,13 @@ def register(groups: CommandGroups) -> None:
         type=Path,
         default=Path(".shoptwin/logs"),
         help="where each service writes its JSON log (default: .shoptwin/logs)",
+    )
+    parser.add_argument(
+        "--no-prepare",
+        dest="prepare",
+        action="store_false",
+        help="do not build missing default models before starting (services without a model "
+        "answer UNAVAILABLE until one is loaded)",
     )
     parser.add_argument(
         "--tls-ca",
@@ -96,6 +104,27 @@ def probe_options(args: argparse.Namespace, settings: ServerSettings) -> Channel
     )
 
 
+def prepare_services(
+    names: list[str], settings_of: dict[str, ServerSettings], args: argparse.Namespace
+) -> None:
+    """Build what each service needs before it starts (default models), unless its options
+    name a model directory. Runs in this process before any gRPC channel exists."""
+    for name in names:
+        definition = get_definition(name)
+        if definition.prepare is None:
+            continue
+        _, options = load_service_settings(name, argparse.Namespace(config=args.config))
+        if getattr(options, "model_dir", None) is not None:
+            continue
+        module_name, _, attr = definition.prepare.partition(":")
+        prepare = getattr(importlib.import_module(module_name), attr)
+        started = time.monotonic()
+        data_dir = settings_of[name].data_dir
+        print(f"preparing {name}: default model under {data_dir} ...", flush=True)
+        path = prepare(data_dir)
+        print(f"  {name}: {path} ({time.monotonic() - started:.1f} s)", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     names = parse_services(args.services)
     settings_of: dict[str, ServerSettings] = {}
@@ -106,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             raise SettingsError(f"{name} port: `up` needs a fixed port")
         settings_of[name] = settings
     args.log_dir.mkdir(parents=True, exist_ok=True)
+    if args.prepare:
+        prepare_services(names, settings_of, args)
 
     stopping = threading.Event()
 

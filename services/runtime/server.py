@@ -62,6 +62,10 @@ class ServiceDefinition:
     #: "package.module:Class" of the service's own options dataclass.
     options: str = "services.runtime.config:NoOptions"
     description: str = ""
+    #: "package.module:function" taking ``data_dir`` that builds what the service needs to
+    #: answer (a default model) when nothing is configured; ``shoptwin up`` runs it before
+    #: starting the service. Idempotent: it reuses what exists.
+    prepare: str | None = None
 
     def load_factory(self) -> AppFactory:
         return _import_attr(self.factory)
