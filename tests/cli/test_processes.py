@@ -83,6 +83,8 @@ def test_up_starts_all_four_and_stops_them_on_sigterm(tmp_path: Path) -> None:
             "up",
             "--log-dir",
             str(tmp_path / "logs"),
+            # Lifecycle only: building default models is each service's own test.
+            "--no-prepare",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
