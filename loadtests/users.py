@@ -1,0 +1,247 @@
+"""Locust users and the load shape of ShopTwin. Imported only by ``loadtests.locustfile``,
+which initialises gRPC's gevent support first.
+
+Per Locust process, one :class:`ProcessState` (kept on the Locust environment, never in a module
+global) holds the run's options, the shape, one gRPC transport whose channels every user reuses,
+the workloads and, when recording, the recorded calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gevent
+import gevent.pool
+from locust import LoadTestShape, User, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtests.arrivals import arrival_times, derive_seed
+from loadtests.calls import CallClient, CallRecord, GrpcTransport, RecordingTransport
+from loadtests.options import LoadTestOptions
+from loadtests.shapes import ClosedLoopShape, OpenLoopShape, Shape, build_shape
+from loadtests.workloads import Workload, build_workload
+
+OPTIONS_FLAG = "--shoptwin-options"
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        OPTIONS_FLAG,
+        default="",
+        help="ShopTwin load-test options as JSON (written by `shoptwin loadtest`)",
+    )
+
+
+def options_of(environment: Environment) -> LoadTestOptions:
+    """The run's options from the parsed command line (workers get them from the master)."""
+    parsed = environment.parsed_options
+    text = getattr(parsed, "shoptwin_options", "") if parsed is not None else ""
+    return LoadTestOptions.from_json(text or os.environ.get("SHOPTWIN_LOADTEST_OPTIONS", ""))
+
+
+@dataclass
+class ProcessState:
+    """Everything the users of one Locust process share."""
+
+    environment: Environment
+    options: LoadTestOptions
+    shape: Shape
+    transport: GrpcTransport | None
+    records: list[CallRecord] = field(default_factory=list)
+    workloads: dict[str, Workload] = field(default_factory=dict)
+    _set_up: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def worker_index(self) -> int:
+        runner = self.environment.runner
+        return int(getattr(runner, "worker_index", 0)) if runner is not None else 0
+
+    def next_key(self, prefix: str) -> str:
+        """A key unique in the run: prefix, worker index, running number in this process."""
+        count = self._counters.get(prefix, 0)
+        self._counters[prefix] = count + 1
+        return f"{prefix}{self.worker_index}.{count}"
+
+    def client(self, key: str) -> CallClient:
+        """A call client for one transaction (recording, or over the shared channels)."""
+        fire = self.environment.events.request.fire
+        transport: Any
+        if self.transport is None:
+            transport = RecordingTransport(self.records, key)
+        else:
+            transport = self.transport
+        return CallClient(transport, fire, unary_timeout_s=self.options.timeout_s, key=key)
+
+    def workload(self, name: str) -> Workload:
+        """The workload ``name``, set up once in this process before its first use."""
+        with self._lock:
+            workload = self.workloads.get(name)
+            if workload is None:
+                workload = build_workload(name, self.options)
+                self.workloads[name] = workload
+            if name not in self._set_up:
+                self._set_up.add(name)
+                workload.setup(self.client(f"setup-{name}-{self.worker_index}"))
+        return workload
+
+    def run(self, workload_name: str, key: str) -> None:
+        """One transaction, with randomness fixed by the seed and its key."""
+        workload = self.workload(workload_name)
+        rng = random.Random(derive_seed(self.options.seed, workload_name, key))
+        workload.transaction(self.client(key), rng, key)
+
+    def write_records(self) -> None:
+        if not self.options.record_dir or self.transport is not None:
+            return
+        directory = Path(self.options.record_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"calls-{self.worker_index}-{os.getpid()}.jsonl"
+        with path.open("w", encoding="utf-8") as handle:
+            for record in self.records:
+                handle.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
+
+
+def state_of(environment: Environment) -> ProcessState:
+    """The process's state, created on first use (after workers have the master's options)."""
+    state: ProcessState | None = getattr(environment, "shoptwin_state", None)
+    if state is None:
+        options = options_of(environment)
+        transport = None if options.record_dir else GrpcTransport(options.targets)
+        state = ProcessState(environment, options, build_shape(options), transport)
+        environment.shoptwin_state = state  # type: ignore[attr-defined]
+    return state
+
+
+@events.test_stop.add_listener
+def _write_records(environment: Environment, **_kwargs: Any) -> None:
+    if isinstance(environment.runner, MasterRunner):
+        return
+    state: ProcessState | None = getattr(environment, "shoptwin_state", None)
+    if state is not None:
+        state.write_records()
+
+
+class ShopTwinUser(User):
+    """A closed-loop user: runs its workload's transactions back to back (no think time, so
+    the load is set by the number of users)."""
+
+    abstract = True
+    workload_name: ClassVar[str] = ""
+
+    def on_start(self) -> None:
+        self.state = state_of(self.environment)
+        self.user_key = self.state.next_key(f"{type(self).__name__}-")
+        self.iteration = 0
+
+    @task
+    def iterate(self) -> None:
+        self.state.run(self.workload_name, f"{self.user_key}/{self.iteration}")
+        self.iteration += 1
+
+
+class EchoUser(ShopTwinUser):
+    """Echo calls against the bare echo service: the throughput of the load generator itself."""
+
+    workload_name = "echo"
+
+
+class OpenLoopUser(User):
+    """One arrival lane: starts a greenlet per arrival of the seeded schedule, never waiting
+    for answers, at most ``max_in_flight`` at once; arrivals beyond that are dropped and
+    reported as failures of ``open-loop/dropped``."""
+
+    abstract = False
+    fixed_count = 1
+
+    @task
+    def arrivals(self) -> None:
+        state = state_of(self.environment)
+        options = state.options
+        shape = state.shape
+        assert isinstance(shape, OpenLoopShape)
+        lane = state.next_key("lane")
+        lanes = max(1, options.lanes)
+        rng = random.Random(derive_seed(options.seed, "arrivals", lane))
+        max_arrivals = -(-options.max_arrivals // lanes) if options.max_arrivals else None
+        in_flight = gevent.pool.Group()
+        started = time.monotonic()
+        schedule = arrival_times(
+            lambda t: shape.rate_at(t) / lanes,
+            shape.peak_rate / lanes,
+            shape.duration_s,
+            rng,
+            max_arrivals=max_arrivals,
+        )
+        for index, at in enumerate(schedule):
+            delay = started + at - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            if len(in_flight) >= options.max_in_flight:
+                self.environment.events.request.fire(
+                    request_type="arrival",
+                    name="open-loop/dropped",
+                    response_time=0.0,
+                    response_length=0,
+                    exception=RuntimeError(f"{options.max_in_flight} arrivals in flight"),
+                    context={"key": f"{lane}/{index}"},
+                )
+                continue
+            in_flight.spawn(state.run, options.workload, f"{lane}/{index}")
+        in_flight.join(timeout=options.drain_s)
+        in_flight.kill(block=False)
+        # The lane is done; idle until the shape ends the run (a returning task would start
+        # the schedule again).
+        while True:
+            gevent.sleep(3600)
+
+
+WORKLOAD_USERS: dict[str, list[type[User]]] = {"echo": [EchoUser]}
+
+
+def closed_loop_user_classes(workload: str) -> list[type[User]]:
+    return WORKLOAD_USERS[workload]
+
+
+class ShopTwinShape(LoadTestShape):
+    """The run's shape from its options: open loop runs ``lanes`` arrival users (plus the
+    fleet's vehicles); closed loop runs ``users`` users of the workload's classes."""
+
+    def tick(self) -> tuple[int, float, list[type[User]]] | None:
+        assert self.runner is not None
+        options = options_of(self.runner.environment)
+        shape = build_shape(options)
+        run_time = self.get_run_time()
+        if isinstance(shape, ClosedLoopShape):
+            if run_time >= shape.duration_s:
+                return None
+            return shape.users, shape.spawn_rate, closed_loop_user_classes(options.workload)
+        if run_time >= shape.duration_s + options.drain_s:
+            return None
+        classes, count = open_loop_user_classes(options)
+        return count, max(float(count), 1.0), classes
+
+
+def open_loop_user_classes(options: LoadTestOptions) -> tuple[list[type[User]], int]:
+    """Arrival lanes, plus one fleet user per vehicle for workloads with vehicles."""
+    OpenLoopUser.fixed_count = max(1, options.lanes)
+    return [OpenLoopUser], OpenLoopUser.fixed_count
+
+
+__all__ = [
+    "EchoUser",
+    "OpenLoopUser",
+    "ShopTwinShape",
+    "ShopTwinUser",
+    "WorkerRunner",
+]
