@@ -97,6 +97,18 @@ def register(groups: CommandGroups) -> None:
     parser.add_argument(
         "--vehicles", type=int, default=4, help="vehicles of the fleet (fleet and suite)"
     )
+    parser.add_argument(
+        "--think-scale",
+        type=float,
+        default=0.0,
+        help="shoppers think this times the session model's think time (default 0)",
+    )
+    parser.add_argument(
+        "--fleet-speedup",
+        type=float,
+        default=10.0,
+        help="vans drive this many times faster than real time (default 10)",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call, s")
     parser.add_argument(
         "--payload-bytes", type=int, default=64, help="echo request payload size (echo)"

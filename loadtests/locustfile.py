@@ -11,9 +11,25 @@ from grpc.experimental import gevent as grpc_gevent  # type: ignore[attr-defined
 grpc_gevent.init_gevent()
 
 from loadtests.users import (  # noqa: E402  (must follow init_gevent)
+    DispatchUser,
     EchoUser,
+    FleetUser,
+    IntentUser,
     OpenLoopUser,
+    RecommendationUser,
+    ShopperJourneyUser,
     ShopTwinShape,
+    TelemetryUser,
 )
 
-__all__ = ["EchoUser", "OpenLoopUser", "ShopTwinShape"]
+__all__ = [
+    "DispatchUser",
+    "EchoUser",
+    "FleetUser",
+    "IntentUser",
+    "OpenLoopUser",
+    "RecommendationUser",
+    "ShopTwinShape",
+    "ShopperJourneyUser",
+    "TelemetryUser",
+]

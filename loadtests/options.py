@@ -72,6 +72,11 @@ class LoadTestOptions:
     #: When set, send nothing: write the calls that would be made to this directory.
     record_dir: str = ""
     echo_payload_bytes: int = 64
+    #: Shoppers think ``think_scale`` times the session model's think time between actions
+    #: (0: back to back, so one arrival is one whole session at the arrival's rate).
+    think_scale: float = 0.0
+    #: Vans drive this many times faster than the wall clock (timestamps compressed to match).
+    fleet_speedup: float = 10.0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -72,6 +72,12 @@ class LoadTestRequest:
             raise SettingsError(
                 f"--timeout: must be a positive number of seconds, got {args.timeout}"
             )
+        if not (args.think_scale >= 0 and math.isfinite(args.think_scale)):
+            raise SettingsError(f"--think-scale: expected a number >= 0, got {args.think_scale}")
+        if not (args.fleet_speedup >= 1 and math.isfinite(args.fleet_speedup)):
+            raise SettingsError(
+                f"--fleet-speedup: expected a number >= 1, got {args.fleet_speedup}"
+            )
         if args.record is not None and args.up:
             raise SettingsError("--record: a dry run sends nothing; leave out --up")
         if args.slo is not None:
@@ -112,6 +118,8 @@ class LoadTestRequest:
             else (1_700_000_000.0 if recording else now),
             record_dir=str(args.record.resolve()) if recording else "",
             echo_payload_bytes=args.payload_bytes,
+            think_scale=args.think_scale,
+            fleet_speedup=args.fleet_speedup,
         )
         build_shape(options)  # validates --rate, --users, --steps, --scenario
         return cls(

@@ -27,7 +27,7 @@ from loadtests.arrivals import arrival_times, derive_seed
 from loadtests.calls import CallClient, CallRecord, GrpcTransport, RecordingTransport
 from loadtests.options import LoadTestOptions
 from loadtests.shapes import ClosedLoopShape, OpenLoopShape, Shape, build_shape
-from loadtests.workloads import Workload, build_workload
+from loadtests.workloads import FleetWorkload, LoadWorld, VanDriver, Workload, build_workload
 
 OPTIONS_FLAG = "--shoptwin-options"
 
@@ -58,6 +58,7 @@ class ProcessState:
     transport: GrpcTransport | None
     records: list[CallRecord] = field(default_factory=list)
     workloads: dict[str, Workload] = field(default_factory=dict)
+    load_world: LoadWorld | None = None
     _set_up: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _counters: dict[str, int] = field(default_factory=dict)
@@ -88,18 +89,29 @@ class ProcessState:
         with self._lock:
             workload = self.workloads.get(name)
             if workload is None:
-                workload = build_workload(name, self.options)
+                if self.load_world is None and name != "echo":
+                    self.load_world = LoadWorld.create(self.options)
+                workload = build_workload(name, self.options, self.load_world, gevent.sleep)
                 self.workloads[name] = workload
             if name not in self._set_up:
                 self._set_up.add(name)
                 workload.setup(self.client(f"setup-{name}-{self.worker_index}"))
         return workload
 
-    def run(self, workload_name: str, key: str) -> None:
+    def run(self, workload_name: str, key: str, ordinal: int) -> None:
         """One transaction, with randomness fixed by the seed and its key."""
         workload = self.workload(workload_name)
-        rng = random.Random(derive_seed(self.options.seed, workload_name, key))
-        workload.transaction(self.client(key), rng, key)
+        seed = derive_seed(self.options.seed, workload_name, key)
+        workload.transaction(self.client(key), seed, key, ordinal)
+
+    def van_driver(self) -> VanDriver:
+        """The next van of the fleet for a fleet user of this process."""
+        workload = self.workload("fleet")
+        assert isinstance(workload, FleetWorkload)
+        count = self._counters.get("van", 0)
+        self._counters["van"] = count + 1
+        lanes = max(1, self.options.lanes)
+        return workload.driver((count * lanes + self.worker_index) % self.options.vehicles)
 
     def write_records(self) -> None:
         if not self.options.record_dir or self.transport is not None:
@@ -146,7 +158,7 @@ class ShopTwinUser(User):
 
     @task
     def iterate(self) -> None:
-        self.state.run(self.workload_name, f"{self.user_key}/{self.iteration}")
+        self.state.run(self.workload_name, f"{self.user_key}/{self.iteration}", self.iteration)
         self.iteration += 1
 
 
@@ -154,6 +166,54 @@ class EchoUser(ShopTwinUser):
     """Echo calls against the bare echo service: the throughput of the load generator itself."""
 
     workload_name = "echo"
+
+
+class RecommendationUser(ShopTwinUser):
+    """Recommend, SimilarItems, feedback (unary and streamed), catalogue, model info/reload."""
+
+    workload_name = "recommendation"
+
+
+class IntentUser(ShopTwinUser):
+    """Customer-service messages with known intents: Classify, ClassifyBatch, GetModelInfo."""
+
+    workload_name = "intent"
+
+
+class DispatchUser(ShopTwinUser):
+    """Orders, their status and cancellation, stops, positions, plans and route watches."""
+
+    workload_name = "dispatch"
+
+
+class TelemetryUser(ShopTwinUser):
+    """Ingest, Upload, queries, live and alert watches on the fleet's readings."""
+
+    workload_name = "telemetry"
+
+
+class ShopperJourneyUser(ShopTwinUser):
+    """Shopper sessions from the simulator's session model, one after another: recommend,
+    feedback, order, customer-service message."""
+
+    workload_name = "journey"
+    weight = 6
+
+
+class FleetUser(User):
+    """One van for the whole run: streams its telemetry over Upload with sequence numbers,
+    watches its route from dispatch, reports stops and positions."""
+
+    def on_start(self) -> None:
+        self.state = state_of(self.environment)
+        self.driver = self.state.van_driver()
+        self.segments = 0
+
+    @task
+    def drive(self) -> None:
+        key = f"{self.driver.vehicle_id}/{self.segments}"
+        self.driver.segment(self.state.client(key))
+        self.segments += 1
 
 
 class OpenLoopUser(User):
@@ -197,7 +257,7 @@ class OpenLoopUser(User):
                     context={"key": f"{lane}/{index}"},
                 )
                 continue
-            in_flight.spawn(state.run, options.workload, f"{lane}/{index}")
+            in_flight.spawn(state.run, options.workload, f"{lane}/{index}", index)
         in_flight.join(timeout=options.drain_s)
         in_flight.kill(block=False)
         # The lane is done; idle until the shape ends the run (a returning task would start
@@ -206,11 +266,35 @@ class OpenLoopUser(User):
             gevent.sleep(3600)
 
 
-WORKLOAD_USERS: dict[str, list[type[User]]] = {"echo": [EchoUser]}
+WORKLOAD_USERS: dict[str, list[type[User]]] = {
+    "echo": [EchoUser],
+    "recommendation": [RecommendationUser],
+    "intent": [IntentUser],
+    "dispatch": [DispatchUser],
+    "telemetry": [TelemetryUser],
+    "journey": [ShopperJourneyUser],
+    "fleet": [FleetUser],
+    "suite": [
+        ShopperJourneyUser,
+        RecommendationUser,
+        IntentUser,
+        DispatchUser,
+        TelemetryUser,
+        FleetUser,
+    ],
+}
 
 
-def closed_loop_user_classes(workload: str) -> list[type[User]]:
-    return WORKLOAD_USERS[workload]
+def closed_loop_user_classes(options: LoadTestOptions) -> tuple[list[type[User]], int]:
+    """The workload's user classes and the total user count (vans come on top of --users)."""
+    classes = WORKLOAD_USERS[options.workload]
+    if options.workload == "fleet":
+        FleetUser.fixed_count = options.vehicles
+        return classes, options.vehicles
+    if FleetUser in classes:
+        FleetUser.fixed_count = options.vehicles
+        return classes, options.users + options.vehicles
+    return classes, options.users
 
 
 class ShopTwinShape(LoadTestShape):
@@ -225,7 +309,8 @@ class ShopTwinShape(LoadTestShape):
         if isinstance(shape, ClosedLoopShape):
             if run_time >= shape.duration_s:
                 return None
-            return shape.users, shape.spawn_rate, closed_loop_user_classes(options.workload)
+            classes, count = closed_loop_user_classes(options)
+            return count, shape.spawn_rate, classes
         if run_time >= shape.duration_s + options.drain_s:
             return None
         classes, count = open_loop_user_classes(options)
@@ -233,15 +318,24 @@ class ShopTwinShape(LoadTestShape):
 
 
 def open_loop_user_classes(options: LoadTestOptions) -> tuple[list[type[User]], int]:
-    """Arrival lanes, plus one fleet user per vehicle for workloads with vehicles."""
+    """Arrival lanes, plus one fleet user per van for the suite."""
     OpenLoopUser.fixed_count = max(1, options.lanes)
+    if options.workload == "suite":
+        FleetUser.fixed_count = options.vehicles
+        return [OpenLoopUser, FleetUser], OpenLoopUser.fixed_count + options.vehicles
     return [OpenLoopUser], OpenLoopUser.fixed_count
 
 
 __all__ = [
+    "DispatchUser",
     "EchoUser",
+    "FleetUser",
+    "IntentUser",
     "OpenLoopUser",
+    "RecommendationUser",
     "ShopTwinShape",
     "ShopTwinUser",
+    "ShopperJourneyUser",
+    "TelemetryUser",
     "WorkerRunner",
 ]
