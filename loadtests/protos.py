@@ -81,14 +81,14 @@ def vehicle_message(spec: VehicleSpec, vehicle_id: str) -> dispatch_pb2.Vehicle:
 
 
 def reading_message(
-    reading: TelemetryReading, time: Timestamp, device_id: str
+    reading: TelemetryReading, time: Timestamp, device_id: str, fleet_id: str
 ) -> telemetry_pb2.Reading:
-    """A telemetry ``Reading`` of a van's reading (``device_id`` carries the run's tag)."""
+    """A telemetry ``Reading`` of a van's reading (device and fleet ids carry the run's tag)."""
     message = telemetry_pb2.Reading(
         device_id=device_id,
         sequence=reading.sequence,
         time=time,
-        fleet_id=reading.fleet_id,
+        fleet_id=fleet_id,
         position=common_pb2.GeoPoint(latitude=reading.latitude, longitude=reading.longitude),
         speed_mps=reading.speed_mps,
         heading_deg=reading.heading_deg,
@@ -106,6 +106,8 @@ def readings_batch(
     clock: SimClock,
     device_id: str,
     speedup: float = 1.0,
+    *,
+    fleet_id: str,
 ) -> telemetry_pb2.UploadRequest:
     """One upload batch. With ``speedup`` > 1 the van moves that many times faster than the
     wall clock, and its timestamps are compressed by the same factor so they never run ahead
@@ -114,7 +116,9 @@ def readings_batch(
     return telemetry_pb2.UploadRequest(
         batch_id=batch_id,
         readings=[
-            reading_message(r, clock.timestamp(start + (r.time_s - start) / speedup), device_id)
+            reading_message(
+                r, clock.timestamp(start + (r.time_s - start) / speedup), device_id, fleet_id
+            )
             for r in readings
         ],
     )

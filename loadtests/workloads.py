@@ -504,7 +504,12 @@ class TelemetryWorkload:
         """A batch of ``count`` readings of a test device (sequences 1..count)."""
         _van, readings = self.lw.test_device_readings(rng, int(rng.integers(1 << 16)), count)
         batch = readings_batch(
-            batch_id, readings, self.lw.clock, device_id, self.lw.options.fleet_speedup
+            batch_id,
+            readings,
+            self.lw.clock,
+            device_id,
+            self.lw.options.fleet_speedup,
+            fleet_id=self.lw.fleet_id,
         )
         return batch, readings
 
@@ -701,6 +706,8 @@ class VanDriver:
         period = fleet.telemetry_interval_s * fleet.batch_readings / speedup
 
         def stream() -> Iterator[telemetry_pb2.UploadRequest]:
+            # Readings of earlier streams not yet acknowledged go first, once per stream.
+            resend = list(self.pending)
             for n in range(batches):
                 if n:
                     self.sleep(period)
@@ -708,11 +715,17 @@ class VanDriver:
                     self.rng, self.van, fleet.telemetry_interval_s * fleet.batch_readings
                 )
                 self.finished.extend(results)
-                # Unacknowledged readings are sent again; a batch holds at most 5,000.
                 self.pending = [*self.pending, *readings][-MAX_BATCH_READINGS:]
+                batch = [*resend, *readings][-MAX_BATCH_READINGS:]
+                resend = []
                 self.batch_id += 1
                 yield readings_batch(
-                    self.batch_id, self.pending, self.lw.clock, self.vehicle_id, speedup
+                    self.batch_id,
+                    batch,
+                    self.lw.clock,
+                    self.vehicle_id,
+                    speedup,
+                    fleet_id=self.lw.fleet_id,
                 )
 
         acks = client.exchange("telemetry", "Upload", stream())
