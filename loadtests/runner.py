@@ -117,6 +117,8 @@ class LoadTestRequest:
             if args.clock_base is not None
             else (1_700_000_000.0 if recording else now),
             record_dir=str(args.record.resolve()) if recording else "",
+            # Recorded calls take no time: nothing to wait for after the last arrival.
+            drain_s=0.2 if recording else LoadTestOptions.drain_s,
             echo_payload_bytes=args.payload_bytes,
             think_scale=args.think_scale,
             fleet_speedup=args.fleet_speedup,
@@ -182,8 +184,6 @@ def locust_commands(request: LoadTestRequest, master_port: int) -> list[list[str
         # The verdict comes from the SLO file, not from "any failure at all".
         "--exit-code-on-error",
         "0",
-        "--stop-timeout",
-        str(max(1, math.ceil(request.options.drain_s))),
     ]
     workers = request.workers + request.remote_workers
     if workers <= 1 and request.remote_workers == 0:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import gevent
 import gevent.pool
-from locust import LoadTestShape, User, events, task
+from locust import LoadTestShape, User, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -223,6 +223,9 @@ class OpenLoopUser(User):
 
     abstract = False
     fixed_count = 1
+    # One pass of the schedule per run: after it the user waits, and a waiting user stops at
+    # once when the run ends.
+    wait_time = constant(24 * 3600)
 
     @task
     def arrivals(self) -> None:
@@ -260,10 +263,6 @@ class OpenLoopUser(User):
             in_flight.spawn(state.run, options.workload, f"{lane}/{index}", index)
         in_flight.join(timeout=options.drain_s)
         in_flight.kill(block=False)
-        # The lane is done; idle until the shape ends the run (a returning task would start
-        # the schedule again).
-        while True:
-            gevent.sleep(3600)
 
 
 WORKLOAD_USERS: dict[str, list[type[User]]] = {

@@ -52,7 +52,7 @@ def test_constant_rate_count_and_order() -> None:
     # Poisson: mean 10,000, sd 100; 5 sd either side.
     assert abs(len(times) - 10_000) < 500
     assert times == sorted(times)
-    assert 0.0 <= times[0] and times[-1] < 100.0
+    assert times[0] >= 0.0 and times[-1] < 100.0
 
 
 def test_max_arrivals_bounds_the_schedule() -> None:

@@ -60,17 +60,17 @@ def test_all_failures_fail_on_error_rate_only() -> None:
     ],
 )
 def test_bad_slo_files_name_the_key(data: object, where: str) -> None:
-    with pytest.raises(SettingsError, match="--slo|SLO file") as info:
+    with pytest.raises(SettingsError, match=r"--slo|SLO file") as info:
         parse_slo(data, "--slo x.yaml")
     assert where in str(info.value)
 
 
 def test_unreadable_slo_file_names_the_flag(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="^--slo: cannot read"):
+    with pytest.raises(SettingsError, match=r"^--slo: cannot read"):
         load_slo(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("default: [1,\n", encoding="utf-8")
-    with pytest.raises(SettingsError, match="^--slo: .* not valid YAML"):
+    with pytest.raises(SettingsError, match=r"^--slo: .* not valid YAML"):
         load_slo(bad)
 
 
