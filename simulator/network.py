@@ -15,6 +15,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from simulator.behaviour.rng import BufferedGenerator
+
 
 class RadioType(StrEnum):
     NR_SA = "5g-sa"
@@ -262,7 +264,7 @@ class NetworkModel:
     def link(self, device_id: str, radio: str, *, moving: bool, now_s: float = 0.0) -> DeviceLink:
         """The link of ``device_id``; the same seed and id give the same link behaviour."""
         key = [self._seed, *device_id.encode("utf-8")]
-        rng = np.random.default_rng(np.random.SeedSequence(key))
+        rng = BufferedGenerator(np.random.SeedSequence(key))
         return DeviceLink(self.profile(radio), rng, moving=moving, now_s=now_s, config=self.config)
 
     def with_profile(self, radio: RadioType, **changes: float) -> NetworkModel:

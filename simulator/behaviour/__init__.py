@@ -18,6 +18,7 @@ from simulator.behaviour.fleet import (
 )
 from simulator.behaviour.geo import GeoFrame, Point
 from simulator.behaviour.orders import OrderConfig, OrderSpec, delivery_window, make_order
+from simulator.behaviour.rng import BufferedGenerator
 from simulator.behaviour.session import (
     Action,
     ActionKind,
@@ -37,6 +38,7 @@ __all__ = [
     "Action",
     "ActionKind",
     "ArrivalProcess",
+    "BufferedGenerator",
     "Catalogue",
     "CategorySpec",
     "ColdChainConfig",

@@ -146,7 +146,9 @@ class VehicleState:
     leg_waypoints: list[Point] = field(default_factory=list)
     leg_speed_mps: float = 0.0
     heading_deg: float = 0.0
-    #: Seconds left at the current stop (door open), and the stop being served.
+    #: Seconds left waiting outside for a window to open (door shut), then at the stop (door
+    #: open), and the stop being served.
+    wait_left_s: float = 0.0
     dwell_left_s: float = 0.0
     serving: OrderSpec | None = None
     sequence: int = 0
@@ -211,6 +213,25 @@ class VehicleModel:
         """Move ``state`` forward by ``dt_s`` seconds: drive, serve stops, return to the depot.
         Returns the telemetry readings due in that time and the stops finished."""
         readings: list[TelemetryReading] = []
+        results = self._advance(rng, state, dt_s, readings)
+        return readings, results
+
+    def advance_counting(
+        self, rng: np.random.Generator, state: VehicleState, dt_s: float
+    ) -> tuple[int, list[StopResult]]:
+        """As ``advance`` but only counts the readings (model mode needs no reading objects;
+        sequence numbers still advance)."""
+        before = state.sequence
+        results = self._advance(rng, state, dt_s, None)
+        return state.sequence - before, results
+
+    def _advance(
+        self,
+        rng: np.random.Generator,
+        state: VehicleState,
+        dt_s: float,
+        readings: list[TelemetryReading] | None,
+    ) -> list[StopResult]:
         results: list[StopResult] = []
         end = state.time_s + dt_s
         interval = self.config.telemetry_interval_s
@@ -219,15 +240,27 @@ class VehicleModel:
             self._move(rng, state, step_end - state.time_s, results)
             state.time_s = step_end
             if state.time_s >= state.next_reading_s - 1e-9:
-                readings.append(self.reading(rng, state))
+                if readings is None:
+                    state.sequence += 1
+                else:
+                    readings.append(self.reading(rng, state))
                 state.next_reading_s += interval
-        return readings, results
+        return results
 
     def _move(
         self, rng: np.random.Generator, state: VehicleState, dt: float, results: list[StopResult]
     ) -> None:
         now = state.time_s
         while dt > 1e-9:
+            if state.wait_left_s > 0.0:
+                used = min(dt, state.wait_left_s)
+                self._box(state, used, door_open=False)
+                state.wait_left_s -= used
+                dt -= used
+                now += used
+                if state.wait_left_s <= 1e-9:
+                    state.wait_left_s = 0.0
+                continue
             if state.serving is not None:
                 used = min(dt, state.dwell_left_s)
                 self._box(state, used, door_open=True)
@@ -288,7 +321,8 @@ class VehicleModel:
         failed = bool(rng.random() < cfg.failure_probability)
         extra = float(rng.exponential(cfg.door_extra_mean_s))
         state.serving = order
-        state.dwell_left_s = wait + order.service_time_s + extra
+        state.wait_left_s = wait
+        state.dwell_left_s = order.service_time_s + extra
         reason = ""
         if failed:
             reason = FAILURE_REASONS[
@@ -348,11 +382,19 @@ class VehicleModel:
 
 
 def plan_wave(
-    orders: Sequence[OrderSpec], vehicles: Sequence[VehicleState], capacity: int
+    orders: Sequence[OrderSpec],
+    vehicles: Sequence[VehicleState],
+    capacity: int,
+    *,
+    now_s: float | None = None,
+    speed_mps: float = 5.0,
+    stop_s: float = 180.0,
 ) -> list[tuple[VehicleState, list[OrderSpec]]]:
-    """A simple dispatcher for model mode: idle vans take orders of the same window, split by
-    angle around the depot (sweep), each sweep sector in nearest-neighbour order. Orders no van
-    can take are left out of the answer (they wait for the next wave)."""
+    """A simple dispatcher for model mode: idle vans take orders split by angle around the
+    depot (sweep), each sweep sector in nearest-neighbour order. A sector closes when the van is
+    full or, given ``now_s``, when the estimated arrival (grid distance at ``speed_mps`` plus
+    ``stop_s`` per stop) would pass an order's window end. Orders no van can take are left out
+    of the answer (they wait for the next wave)."""
     idle = [v for v in vehicles if not v.busy]
     if not idle or not orders:
         return []
@@ -360,16 +402,28 @@ def plan_wave(
     plans: list[tuple[VehicleState, list[OrderSpec]]] = []
     chunk: list[OrderSpec] = []
     load = 0
+    elapsed = 0.0
+    here = DEPOT
     vans = iter(idle)
     for order in by_angle:
-        if load + order.demand > capacity and chunk:
+        leg = here.manhattan(order.location) / speed_mps
+        too_late = (
+            now_s is not None
+            and bool(chunk)
+            and max(now_s + elapsed + leg, order.window_start_s) > order.window_end_s
+        )
+        if (load + order.demand > capacity or too_late) and chunk:
             van = next(vans, None)
             if van is None:
                 return plans
             plans.append((van, nearest_neighbour(chunk)))
-            chunk, load = [], 0
+            chunk, load, elapsed, here = [], 0, 0.0, DEPOT
+            leg = here.manhattan(order.location) / speed_mps
         chunk.append(order)
         load += order.demand
+        if now_s is not None:
+            elapsed = max(now_s + elapsed + leg, order.window_start_s) - now_s + stop_s
+        here = order.location
     if chunk:
         van = next(vans, None)
         if van is not None:

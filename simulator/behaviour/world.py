@@ -13,6 +13,7 @@ from simulator.behaviour.catalogue import DEFAULT_CATEGORIES, Catalogue, Categor
 from simulator.behaviour.fleet import FleetConfig, VehicleModel
 from simulator.behaviour.geo import GeoFrame
 from simulator.behaviour.orders import OrderConfig
+from simulator.behaviour.rng import BufferedGenerator
 from simulator.behaviour.session import SessionConfig, ShopperSessionModel, SimulatedRecommender
 from simulator.behaviour.shoppers import Shopper, ShopperConfig, ShopperFactory
 from simulator.behaviour.utterances import UtteranceBank
@@ -78,7 +79,7 @@ class World:
         """An independent generator for a named stream of this run ("arrivals", "sessions",
         "vehicles", "network", ...): the same seed and name give the same numbers."""
         key = [self.config.seed, *stream.encode("utf-8")]
-        return np.random.default_rng(np.random.SeedSequence(key))
+        return BufferedGenerator(np.random.SeedSequence(key))
 
     def new_shopper(self, rng: np.random.Generator, index: int) -> Shopper:
         """Shopper number ``index``."""
