@@ -457,8 +457,11 @@ class LiveDriver:
         elif kind is ActionKind.CHECKOUT and action.order is not None:
             purchase = int(recommendation_pb2.FEEDBACK_TYPE_PURCHASE)
             events = [(self._item_id(item), purchase, q) for item, q in action.cart]
-            await self._feedback(link, state.session_id, step, shopper.shopper_id, events)
-            await self._submit_order(link, action.order)
+            try:
+                await self._feedback(link, state.session_id, step, shopper.shopper_id, events)
+            finally:
+                # The order goes to dispatch whether or not the purchase events got through.
+                await self._submit_order(link, action.order)
         elif kind is ActionKind.SUPPORT and action.utterance is not None:
             classified = await self.caller.call(
                 "intent.Classify",

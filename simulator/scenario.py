@@ -230,7 +230,7 @@ def _convert(value: Any, hint: Any, key_path: str, src: _Source) -> Any:
                 (str(k), _convert(v, typing.get_args(element)[1], f"{key_path}.{k}", src))
                 for k, v in value.items()
             )
-        if not isinstance(value, list):
+        if not isinstance(value, list | tuple):
             raise src.error(key_path, f"expected a list, got {value!r}")
         return tuple(_convert(v, element, f"{key_path}[{i}]", src) for i, v in enumerate(value))
     if origin in (Mapping, dict, typing.Mapping) or hint is Mapping:
