@@ -31,8 +31,11 @@ def parse_duration(flag: str, text: str) -> float:
 
 
 def register(groups: CommandGroups) -> None:
+    from loadtests.bench import register_bench
     from loadtests.options import WORKLOADS
     from loadtests.shapes import SHAPES
+
+    register_bench(groups.bench)
 
     parser = groups.top.add_parser(
         "loadtest",

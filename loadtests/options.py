@@ -71,6 +71,8 @@ class LoadTestOptions:
     clock_base_s: float = 0.0
     #: When set, send nothing: write the calls that would be made to this directory.
     record_dir: str = ""
+    #: Where each load-generating process writes the CPU time it used during the run.
+    out_dir: str = ""
     echo_payload_bytes: int = 64
     #: Shoppers think ``think_scale`` times the session model's think time between actions
     #: (0: back to back, so one arrival is one whole session at the arrival's rate).

@@ -247,6 +247,9 @@ def run_locust(request: LoadTestRequest) -> int:
     from services.runtime.process import free_port
 
     request.out_dir.mkdir(parents=True, exist_ok=True)
+    if not request.options.out_dir:
+        options = dataclasses.replace(request.options, out_dir=str(request.out_dir.resolve()))
+        request = dataclasses.replace(request, options=options)
     port = request.master_port or free_port()
     commands = locust_commands(request, port)
     env = locust_env(request.env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -135,6 +136,16 @@ def state_of(environment: Environment) -> ProcessState:
     return state
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@events.test_start.add_listener
+def _note_cpu_at_start(environment: Environment, **_kwargs: Any) -> None:
+    environment.shoptwin_cpu_start = (_cpu_seconds(), time.monotonic())  # type: ignore[attr-defined]
+
+
 @events.test_stop.add_listener
 def _write_records(environment: Environment, **_kwargs: Any) -> None:
     if isinstance(environment.runner, MasterRunner):
@@ -142,6 +153,24 @@ def _write_records(environment: Environment, **_kwargs: Any) -> None:
     state: ProcessState | None = getattr(environment, "shoptwin_state", None)
     if state is not None:
         state.write_records()
+    # CPU this load generator used during the run (not start-up): requests per CPU second is
+    # its capacity on a machine where it has a core to itself.
+    start = getattr(environment, "shoptwin_cpu_start", None)
+    options = options_of(environment)
+    if start is not None and options.out_dir:
+        cpu_start, wall_start = start
+        path = Path(options.out_dir) / f"cpu-{os.getpid()}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps(
+                {
+                    "cpu_s": _cpu_seconds() - cpu_start,
+                    "wall_s": time.monotonic() - wall_start,
+                    "requests": environment.stats.total.num_requests,
+                }
+            ),
+            encoding="utf-8",
+        )
 
 
 class ShopTwinUser(User):
