@@ -40,7 +40,6 @@ from shoptwin.v1 import (
 )
 from simulator.behaviour import (
     ActionKind,
-    FleetConfig,
     Item,
     OrderSpec,
     Point,
@@ -51,7 +50,6 @@ from simulator.behaviour import (
     TelemetryReading,
     VehicleState,
     World,
-    WorldConfig,
     make_order,
 )
 
@@ -100,7 +98,9 @@ class LoadWorld:
 
     @classmethod
     def create(cls, options: LoadTestOptions) -> LoadWorld:
-        config = WorldConfig(seed=options.seed, fleet=FleetConfig(vehicles=options.vehicles))
+        from loadtests.scenarios import world_config
+
+        config = world_config(options.scenario, options.seed, options.vehicles)
         return cls(options, World.create(config), SimClock(options.clock_base_s))
 
     @property

@@ -92,6 +92,25 @@ def test_daily_shape_follows_the_simulator_curve() -> None:
     assert night == pytest.approx(100.0 * float(curve.multiplier(4.5 * 3600)) / curve.peak)
 
 
+def test_daily_and_spike_shapes_take_the_scenarios_curve() -> None:
+    from simulator.scenario import load_scenario
+
+    curve = load_scenario("black-friday").daily_curve
+    daily = build_shape(
+        LoadTestOptions(shape="daily", rate=50.0, duration_s=24.0, scenario="black-friday")
+    )
+    # One simulated hour per second; the busiest hour (20:00) gets the peak rate.
+    assert daily.rate_at(20.5) == pytest.approx(50.0, rel=0.01)
+    assert daily.rate_at(3.5) == pytest.approx(50.0 * curve[3] / max(curve), rel=0.01)
+    spike = build_shape(
+        LoadTestOptions(shape="spike", rate=10.0, duration_s=100.0, scenario="black-friday")
+    )
+    ordered = sorted(curve)
+    median = (ordered[11] + ordered[12]) / 2
+    assert spike.peak_rate == pytest.approx(10.0 * max(curve) / median)
+    assert spike.rate_at(5.0) == 10.0 and spike.rate_at(50.0) == spike.peak_rate
+
+
 def test_closed_shape() -> None:
     shape = build_shape(LoadTestOptions(shape="closed", users=7, duration_s=5.0))
     assert isinstance(shape, ClosedLoopShape) and shape.users == 7

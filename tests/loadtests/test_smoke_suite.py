@@ -49,7 +49,7 @@ def test_suite_smoke_load_has_no_failures_and_reaches_every_rpc(tmp_path: Path) 
             "--require-all-rpcs",
             "--out",
             str(out),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=170,
