@@ -68,7 +68,8 @@ def register(groups: CommandGroups) -> None:
     parser.add_argument(
         "--scenario",
         default="",
-        help="simulator scenario whose daily curve or spike the daily/spike shapes follow",
+        help="simulator scenario (demo, black-friday, ... or a YAML path): the users' world, "
+        "and the curve and peak of the daily and spike shapes (default: the model's defaults)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     parser.add_argument(

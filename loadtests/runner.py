@@ -78,6 +78,13 @@ class LoadTestRequest:
             raise SettingsError(
                 f"--fleet-speedup: expected a number >= 1, got {args.fleet_speedup}"
             )
+        if args.remote_workers and args.master_port == 0:
+            raise SettingsError("--master-port: remote workers need a fixed master port")
+        if args.remote_workers and args.master_bind_host in ("127.0.0.1", "localhost", "::1"):
+            raise SettingsError(
+                "--master-bind-host: remote workers cannot reach a loopback address; "
+                "give 0.0.0.0 or this machine's address"
+            )
         if args.record is not None and args.up:
             raise SettingsError("--record: a dry run sends nothing; leave out --up")
         if args.slo is not None:

@@ -45,6 +45,8 @@ def test_durations(text: str, seconds: float) -> None:
         (["--shape", "spike", "--scenario", "nope"], "--scenario"),
         (["--master-port", "70000"], "--master-port"),
         (["--fleet-speedup", "0.5"], "--fleet-speedup"),
+        (["--remote-workers", "2"], "--master-port"),
+        (["--remote-workers", "2", "--master-port", "5557"], "--master-bind-host"),
     ],
 )
 def test_bad_options_name_the_option(argv: list[str], flag: str) -> None:
