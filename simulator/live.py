@@ -239,7 +239,8 @@ class LiveDriver:
         self.item_of_id: dict[str, Item] = {}
         self.id_of_item: dict[str, str] = {}
         self.vans: list[VehicleState] = []
-        self._arrivals_done = False
+        self.active_sessions = 0
+        self.simulated_end_s = self.start_s
         self._channels: list[grpc.aio.Channel] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -377,12 +378,13 @@ class LiveDriver:
                 self.sessions_delayed += 1
             await limit.acquire()
             self._spawn(self._session(index, limit))
-        self._arrivals_done = True
 
     async def _session(self, index: int, limit: asyncio.Semaphore) -> None:
+        self.active_sessions += 1
         try:
             await self._run_session(index)
         finally:
+            self.active_sessions -= 1
             limit.release()
 
     async def _run_session(self, index: int) -> None:
@@ -743,11 +745,12 @@ class LiveDriver:
             await self.align_catalogue()
             fleet_ok = await self.configure_fleet()
             stop_vans = asyncio.Event()
-            van_tasks = []
+            van_tasks: list[asyncio.Task[None]] = []
+            watch_tasks: list[asyncio.Task[None]] = []
             if fleet_ok:
                 for van in self.vans:
                     van_tasks.append(asyncio.ensure_future(self._van(van, stop_vans)))
-                    van_tasks.append(asyncio.ensure_future(self._watch_route(van, stop_vans)))
+                    watch_tasks.append(asyncio.ensure_future(self._watch_route(van, stop_vans)))
             arrivals = asyncio.ensure_future(self.arrivals())
             reported = self.start_s
             drain_deadline: float | None = None
@@ -757,27 +760,26 @@ class LiveDriver:
                 if self.progress is not None:
                     self.progress(min(now, self.end_s) - reported)
                     reported = min(now, self.end_s)
-                sessions_busy = any(
-                    not t.done()
-                    for t in self._tasks
-                    if t.get_coro().__name__ == "_session"  # type: ignore[union-attr]
-                )
-                if arrivals.done() and not sessions_busy:
+                if arrivals.done() and self.active_sessions == 0:
                     if drain_deadline is None:
                         drain_deadline = time.monotonic() + self.scenario.live.drain_timeout_s
                     vans_idle = all(not v.busy for v in self.vans)
                     if (
                         (not self._open_orders() and vans_idle)
                         or not fleet_ok
-                        or (time.monotonic() > drain_deadline)
+                        or time.monotonic() > drain_deadline
                     ):
                         break
+            self.simulated_end_s = self.clock.now()
             stop_vans.set()
-            # Vans flush their telemetry; bounded by the drain budget.
-            await asyncio.wait(van_tasks, timeout=30.0) if van_tasks else None
+            for task in watch_tasks:
+                task.cancel()
+            # Vans flush their telemetry (resending until acknowledged), within a bound.
+            if van_tasks:
+                await asyncio.wait(van_tasks, timeout=30.0)
             for task in van_tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*watch_tasks, *van_tasks, *self._tasks, return_exceptions=True)
             await self._final_order_states()
         finally:
             await self._close()
@@ -846,7 +848,7 @@ class LiveDriver:
             "seed": self.scenario.seed,
             "speed": self.scenario.live.speed,
             "targets": self.targets.__dict__,
-            "simulated_s": self.clock.now() - self.start_s,
+            "simulated_s": self.simulated_end_s - self.start_s,
             "wall_s": round(wall_s, 2),
             "shoppers": self.shoppers,
             "sessions_delayed_by_max_sessions": self.sessions_delayed,

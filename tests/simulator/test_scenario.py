@@ -54,7 +54,7 @@ def test_bad_scenarios_name_key_and_line(text: str, expected: str) -> None:
 
 
 def test_unknown_scenario_lists_the_shipped_ones() -> None:
-    with pytest.raises(ScenarioError, match="shipped: .*demo"):
+    with pytest.raises(ScenarioError, match=r"shipped: .*demo"):
         load_scenario("no-such-scenario")
 
 
