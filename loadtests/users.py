@@ -332,7 +332,12 @@ class ShopTwinShape(LoadTestShape):
     def tick(self) -> tuple[int, float, list[type[User]]] | None:
         assert self.runner is not None
         options = options_of(self.runner.environment)
-        shape = build_shape(options)
+        # Built once: daily and spike shapes read a scenario file.
+        cached: tuple[LoadTestOptions, Shape] | None = getattr(self, "_built", None)
+        if cached is None or cached[0] != options:
+            cached = (options, build_shape(options))
+            self._built = cached
+        shape = cached[1]
         run_time = self.get_run_time()
         if isinstance(shape, ClosedLoopShape):
             if run_time >= shape.duration_s:

@@ -753,6 +753,9 @@ class VanDriver:
                     outcome=outcome,
                     reason=result.reason[:512],
                 ),
+                # Re-planning may have moved the stop to another van since this one last
+                # looked at its route: dispatch then refuses the report, as it should.
+                ok_codes=(grpc.StatusCode.FAILED_PRECONDITION,),
             )
         self.finished.clear()
         client.unary(
