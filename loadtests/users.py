@@ -294,6 +294,13 @@ class OpenLoopUser(User):
         in_flight.kill(block=False)
 
 
+SERVICE_USERS: tuple[type[User], ...] = (
+    RecommendationUser,
+    IntentUser,
+    DispatchUser,
+    TelemetryUser,
+)
+
 WORKLOAD_USERS: dict[str, list[type[User]]] = {
     "echo": [EchoUser],
     "recommendation": [RecommendationUser],
@@ -319,9 +326,16 @@ def closed_loop_user_classes(options: LoadTestOptions) -> tuple[list[type[User]]
     if options.workload == "fleet":
         FleetUser.fixed_count = options.vehicles
         return classes, options.vehicles
-    if FleetUser in classes:
+    if options.workload == "suite":
+        # One user per service, the vans, and journeys for the rest of --users, so every
+        # service gets direct traffic whatever the user count.
+        for user_class in SERVICE_USERS:
+            user_class.fixed_count = 1
         FleetUser.fixed_count = options.vehicles
-        return classes, options.users + options.vehicles
+        users = max(options.users, len(SERVICE_USERS) + 1)
+        return classes, users + options.vehicles
+    for user_class in classes:
+        user_class.fixed_count = 0
     return classes, options.users
 
 
