@@ -11,9 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from loadtests.options import LoadTestOptions
-from loadtests.runner import LoadTestRequest, run_locust
-from loadtests.slo import read_locust_stats_csv
 from services.runtime.settings import SettingsError
 
 
@@ -21,6 +18,10 @@ def locust_echo_rps(
     target: str, *, users: int, workers: int, duration_s: float, out_dir: Path
 ) -> dict[str, Any]:
     """Run the echo user closed loop; total and per-worker throughput from Locust's CSV."""
+    from loadtests.options import LoadTestOptions
+    from loadtests.runner import LoadTestRequest, run_locust
+    from loadtests.slo import read_locust_stats_csv
+
     options = LoadTestOptions(
         targets={"echo": target},
         workload="echo",
