@@ -75,7 +75,10 @@ class Catalogue:
         for ids in arrays:
             weights = np.asarray([items[i].popularity for i in ids], dtype=np.float64)
             cdf = np.cumsum(weights)
-            cdfs.append((cdf / cdf[-1]).tolist() if cdf.size else [])
+            values = (cdf / cdf[-1]).tolist() if cdf.size else []
+            if values:
+                values[-1] = 1.0  # bisect of any u < 1 then lands on a valid index
+            cdfs.append(values)
         return cls(
             tuple(categories),
             tuple(items),
@@ -133,9 +136,8 @@ class Catalogue:
 
     def item_for(self, category_index: int, u: float) -> Item:
         """The item of the category at quantile ``u`` (0..1) of its popularity distribution."""
-        ids = self._item_lists[category_index]
-        position = bisect.bisect_left(self._popularity_cdf[category_index], u)
-        return self.items[ids[min(position, len(ids) - 1)]]
+        position = bisect.bisect_right(self._popularity_cdf[category_index], u)
+        return self.items[self._item_lists[category_index][position]]
 
     def category_index(self, name: str) -> int | None:
         """Index of a category name, or ``None`` when the catalogue has no such category."""

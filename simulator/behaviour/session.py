@@ -14,12 +14,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
 from simulator.behaviour.catalogue import Catalogue, Item
 from simulator.behaviour.orders import OrderConfig, OrderSpec, make_order
-from simulator.behaviour.shoppers import Shopper
+from simulator.behaviour.shoppers import Shopper, cumulative
 from simulator.behaviour.utterances import Utterance, UtteranceBank
 
 
@@ -72,8 +73,7 @@ class SessionConfig:
     intent_weights: Mapping[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class RecommendedItem:
+class RecommendedItem(NamedTuple):
     """An item the platform recommended (``item`` is ``None`` when not in the catalogue)."""
 
     item_id: str
@@ -162,16 +162,17 @@ class ShopperSessionModel:
         )
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError("session weights: must be >= 0 and not all 0")
-        self._choice_cdf = (np.cumsum(weights) / weights.sum()).tolist()
+        self._choice_cdf = cumulative(weights)
         start = weights[:3]
-        self._first_cdf = (np.cumsum(start) / start.sum()).tolist()
+        self._first_cdf = cumulative(start)
         intents = list(config.intent_weights) or list(utterances.intents)
         for intent in intents:
             if intent not in utterances.by_intent:
                 raise ValueError(f"intent_weights: no utterances for intent {intent!r}")
         self._intents = intents
         iw = np.asarray([config.intent_weights.get(i, 1.0) for i in intents], dtype=np.float64)
-        self._intent_cdf = (np.cumsum(iw) / iw.sum()).tolist()
+        self._intent_cdf = cumulative(iw)
+        self._click_p = [config.click_base * config.click_rank_decay**r for r in range(1000)]
         # Lognormal think time with the configured mean.
         self._think_mu = math.log(config.think_mean_s) - config.think_sigma**2 / 2
 
@@ -209,12 +210,13 @@ class ShopperSessionModel:
         shopper = state.shopper
         if state.last is ActionKind.RECOMMEND and state.pending_recommendations:
             pending, state.pending_recommendations = state.pending_recommendations, []
-            draws = rng.random(len(pending)).tolist()
+            affinities = shopper.affinities
+            index_of = self.catalogue.category_index
             for rank, rec in enumerate(pending):
-                index = self.catalogue.category_index(rec.category)
-                affinity = shopper.affinity(index) if index is not None else 1.0
-                p = min(0.9, cfg.click_base * affinity * cfg.click_rank_decay**rank)
-                if draws[rank] < p:
+                index = index_of(rec.category)
+                affinity = affinities[index] if index is not None else 1.0
+                p = self._click_p[rank] * affinity if rank < len(self._click_p) else 0.0
+                if rng.random() < min(0.9, p):
                     state.recommendations_clicked += 1
                     state.viewed = rec.item
                     return Action(ActionKind.CLICK, think, item=rec, rank=rank)
@@ -250,9 +252,7 @@ class ShopperSessionModel:
             return Action(ActionKind.RECOMMEND, think, k=cfg.recommend_k)
         if choice == 2:
             state.support_messages += 1
-            intent = self._intents[
-                min(bisect.bisect_right(self._intent_cdf, rng.random()), len(self._intents) - 1)
-            ]
+            intent = self._intents[bisect.bisect_right(self._intent_cdf, rng.random())]
             return Action(ActionKind.SUPPORT, think, utterance=self.utterances.sample(rng, intent))
         if state.cart and rng.random() < cfg.checkout_probability:
             order = make_order(
@@ -280,20 +280,21 @@ class SimulatedRecommender:
         self.catalogue = catalogue
         self.quality = quality
         sizes = np.asarray([catalogue.item_indices(c).size for c in range(catalogue.n_categories)])
-        self._category_cdf = (np.cumsum(sizes) / sizes.sum()).tolist()
+        self._category_cdf = cumulative(sizes)
 
     def recommend(
         self, rng: np.random.Generator, shopper: Shopper, k: int
     ) -> list[RecommendedItem]:
         """``k`` recommended items for ``shopper``."""
-        draws = rng.random((k, 3)).tolist()
         out = []
-        last = len(self._category_cdf) - 1
-        for use, u_category, u_item in draws:
-            if use < self.quality:
-                category = shopper.draw_category(u_category)
-            else:
-                category = min(bisect.bisect_right(self._category_cdf, u_category), last)
-            item = self.catalogue.item_for(category, u_item)
+        random = rng.random
+        quality = self.quality
+        item_for = self.catalogue.item_for
+        taste_cdf = shopper.taste_cdf
+        category_cdf = self._category_cdf
+        bisect_right = bisect.bisect_right
+        for _ in range(k):
+            cdf = taste_cdf if random() < quality else category_cdf
+            item = item_for(bisect_right(cdf, random()), random())
             out.append(RecommendedItem(item.item_id, item.category, item))
         return out

@@ -45,17 +45,24 @@ class Shopper:
     location: Point
     radio: str
     returning: bool
-    #: Cumulative tastes, for drawing a category by taste with one uniform number.
+    #: Cumulative tastes ending at exactly 1.0 (for drawing a category with one uniform number)
+    #: and tastes times the number of categories (affinities), as plain floats for speed.
     taste_cdf: tuple[float, ...] = ()
+    affinities: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.taste_cdf:
+            object.__setattr__(self, "taste_cdf", cumulative(self.tastes))
+        if not self.affinities:
+            object.__setattr__(self, "affinities", tuple((self.tastes * self.tastes.size).tolist()))
 
     def draw_category(self, u: float) -> int:
-        """The category at quantile ``u`` (0..1) of this shopper's tastes."""
-        cdf = self.taste_cdf or tuple(np.cumsum(self.tastes).tolist())
-        return min(bisect.bisect_right(cdf, u * cdf[-1]), len(cdf) - 1)
+        """The category at quantile ``u`` (0 <= u < 1) of this shopper's tastes."""
+        return bisect.bisect_right(self.taste_cdf, u)
 
     def affinity(self, category_index: int) -> float:
         """Taste for a category relative to a uniform shopper (1 = indifferent)."""
-        return float(self.tastes[category_index]) * len(self.tastes)
+        return self.affinities[category_index]
 
     def favourite_categories(self, n: int = 3) -> list[int]:
         """The ``n`` categories this shopper likes most, best first."""
@@ -75,12 +82,15 @@ class ShopperFactory:
         self.known_tastes = np.random.default_rng(taste_seed).dirichlet(
             np.full(catalogue.n_categories, config.taste_concentration), size=config.known_users
         )
-        self.known_cdfs = [tuple(row) for row in np.cumsum(self.known_tastes, axis=1).tolist()]
+        self.known_cdfs = [cumulative(row) for row in self.known_tastes]
+        self.known_affinities = [
+            tuple(row) for row in (self.known_tastes * catalogue.n_categories).tolist()
+        ]
         total = sum(w for _, w in config.radio_mix)
         if total <= 0:
             raise ValueError("radio_mix: weights must sum to more than 0")
         self._radios = [name for name, _ in config.radio_mix]
-        self._radio_cdf = np.cumsum([w / total for _, w in config.radio_mix]).tolist()
+        self._radio_cdf = cumulative(np.asarray([w for _, w in config.radio_mix]))
 
     def make(self, rng: np.random.Generator, index: int) -> Shopper:
         """Shopper number ``index`` of a run (index makes new-shopper ids unique)."""
@@ -93,17 +103,27 @@ class ShopperFactory:
             shopper_id = f"U{user:06d}"
             tastes = self.known_tastes[user]
             cdf = self.known_cdfs[user]
+            affinities = self.known_affinities[user]
         else:
             shopper_id = f"new-{index:08d}"
             tastes = rng.dirichlet(np.full(self.catalogue.n_categories, cfg.taste_concentration))
-            cdf = tuple(np.cumsum(tastes).tolist())
+            cdf = cumulative(tastes)
+            affinities = tuple((tastes * tastes.size).tolist())
         return Shopper(
             shopper_id=shopper_id,
             tastes=tastes,
             location=Point(radius * math.cos(angle), radius * math.sin(angle)),
-            radio=self._radios[
-                min(bisect.bisect_right(self._radio_cdf, rng.random()), len(self._radios) - 1)
-            ],
+            radio=self._radios[bisect.bisect_right(self._radio_cdf, rng.random())],
             returning=returning,
             taste_cdf=cdf,
+            affinities=affinities,
         )
+
+
+def cumulative(weights: np.ndarray) -> tuple[float, ...]:
+    """Normalised cumulative weights ending at exactly 1.0, so that ``bisect_right(cdf, u)``
+    for ``0 <= u < 1`` is always a valid index."""
+    cdf = np.cumsum(np.asarray(weights, dtype=np.float64))
+    values = (cdf / cdf[-1]).tolist()
+    values[-1] = 1.0
+    return tuple(values)
