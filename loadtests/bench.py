@@ -38,7 +38,7 @@ def locust_echo_rps(
     stats = {s.name: s for s in read_locust_stats_csv(out_dir / "locust_stats.csv")}
     echo = stats["EchoService/Echo"]
     cpu = [json.loads(p.read_text(encoding="utf-8")) for p in out_dir.glob("cpu-*.json")]
-    worker_cpu = [c for c in cpu if c["requests"] > 0]
+    worker_cpu = [c for c in cpu if c["role"] != "master"]
     cpu_s = sum(c["cpu_s"] for c in worker_cpu)
     wall_s = max((c["wall_s"] for c in worker_cpu), default=0.0)
     # Locust's CSV has the run's mean rate; recompute it from the count and the duration

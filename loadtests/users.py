@@ -148,10 +148,9 @@ def _note_cpu_at_start(environment: Environment, **_kwargs: Any) -> None:
 
 @events.test_stop.add_listener
 def _write_records(environment: Environment, **_kwargs: Any) -> None:
-    if isinstance(environment.runner, MasterRunner):
-        return
+    master = isinstance(environment.runner, MasterRunner)
     state: ProcessState | None = getattr(environment, "shoptwin_state", None)
-    if state is not None:
+    if state is not None and not master:
         state.write_records()
     # CPU this load generator used during the run (not start-up): requests per CPU second is
     # its capacity on a machine where it has a core to itself.
@@ -166,7 +165,8 @@ def _write_records(environment: Environment, **_kwargs: Any) -> None:
                 {
                     "cpu_s": _cpu_seconds() - cpu_start,
                     "wall_s": time.monotonic() - wall_start,
-                    "requests": environment.stats.total.num_requests,
+                    # The master only aggregates; workers and a single process make the calls.
+                    "role": "master" if master else "generator",
                 }
             ),
             encoding="utf-8",

@@ -28,6 +28,14 @@ def shoptwin(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.fixture
+def errors_only_slo(tmp_path: Path) -> str:
+    """An SLO file that judges errors only: latency on a shared test machine is not a result."""
+    path = tmp_path / "errors-only.yaml"
+    path.write_text("default: {max_error_rate: 0, p95_ms: null, p99_ms: null}\n", encoding="utf-8")
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def echo_target() -> Iterator[str]:
     proc = ServiceProcess("echo", free_port(), extra_args=["--metrics-port", "0"])
@@ -39,11 +47,13 @@ def echo_target() -> Iterator[str]:
         proc.stop()
 
 
-def test_closed_loop_echo_passes_and_writes_csv_and_html(tmp_path: Path) -> None:
+def test_closed_loop_echo_passes_and_writes_csv_and_html(
+    tmp_path: Path, errors_only_slo: str
+) -> None:
     out = tmp_path / "run"
     result = shoptwin(
         "--workload", "echo", "--up", "--shape", "closed", "--users", "4",
-        "--duration", "3s", "--out", str(out),
+        "--duration", "3s", "--out", str(out), "--slo", errors_only_slo,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verdict: PASS" in result.stdout
@@ -69,12 +79,14 @@ def test_open_loop_drops_beyond_max_in_flight_and_the_verdict_fails(
     assert "open-loop/dropped" in result.stdout and "verdict: FAIL" in result.stdout
 
 
-def test_two_workers_share_the_arrivals(tmp_path: Path, echo_target: str) -> None:
+def test_two_workers_share_the_arrivals(
+    tmp_path: Path, echo_target: str, errors_only_slo: str
+) -> None:
     out = tmp_path / "run"
     result = shoptwin(
         "--workload", "echo", "--target-echo", echo_target, "--workers", "2",
         "--shape", "constant", "--rate", "150", "--duration", "4s",
-        "--max-arrivals", "200", "--out", str(out),
+        "--max-arrivals", "200", "--out", str(out), "--slo", errors_only_slo,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     stats = {s.name: s for s in read_locust_stats_csv(out / "locust_stats.csv")}
