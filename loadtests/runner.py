@@ -325,12 +325,15 @@ def print_verdict(verdict: Verdict) -> None:
             "requests": s.requests,
             "failures": s.failures,
             "error_rate": round(s.error_rate, 4),
+            "rps": round(s.rps, 1),
+            "p50_ms": s.p50_ms,
             "p95_ms": s.p95_ms,
             "p99_ms": s.p99_ms,
         }
         for s in verdict.stats
     ]
-    print(render_table(rows, ["rpc", "requests", "failures", "error_rate", "p95_ms", "p99_ms"]))
+    columns = ["rpc", "requests", "failures", "error_rate", "rps", "p50_ms", "p95_ms", "p99_ms"]
+    print(render_table(rows, columns))
     failed = [c.as_dict() for c in verdict.checks if not c.passed]
     if failed:
         print("\nSLOs missed:")

@@ -58,6 +58,8 @@ class RpcStats:
     failures: int
     p95_ms: float
     p99_ms: float
+    rps: float = math.nan
+    p50_ms: float = math.nan
 
     @property
     def error_rate(self) -> float:
@@ -180,6 +182,8 @@ def read_locust_stats_csv(path: Path) -> list[RpcStats]:
                     failures=int(row["Failure Count"]),
                     p95_ms=_number(row["95%"]),
                     p99_ms=_number(row["99%"]),
+                    rps=_number(row.get("Requests/s", "")),
+                    p50_ms=_number(row.get("50%", "")),
                 )
             )
     return rows

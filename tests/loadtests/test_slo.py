@@ -100,4 +100,5 @@ def test_reads_locust_stats_csv(tmp_path: Path) -> None:
     echo = rows[0]
     assert (echo.requests, echo.failures, echo.p95_ms, echo.p99_ms) == (120, 3, 12.0, 30.0)
     assert echo.error_rate == pytest.approx(0.025)
+    assert (echo.rps, echo.p50_ms) == (60.0, 4.0)
     assert math.isnan(rows[1].p95_ms)
