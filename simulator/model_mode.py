@@ -89,6 +89,7 @@ class ModelResult:
     recommendations: dict[str, float]
     network: dict[str, Any]
     telemetry: dict[str, int]
+    cold_chain: dict[str, float]
 
     @property
     def events_per_s(self) -> float:
@@ -112,6 +113,7 @@ class ModelResult:
             "recommendations": self.recommendations,
             "network": self.network,
             "telemetry": self.telemetry,
+            "cold_chain": self.cold_chain,
             "series": self.series,
         }
 
@@ -161,6 +163,11 @@ class ModelRun:
         self.telemetry_resent = 0
         self.telemetry_batches = 0
         self.vans: list[VehicleState] = []
+        #: Cold-chain boxes: the hottest seen, and van-seconds above the limit (8 °C, the
+        #: usual upper bound for chilled food).
+        self.cold_limit_c = 8.0
+        self.cold_max_c = scenario.fleet.cold_chain.setpoint_c
+        self.cold_excursion_s = 0.0
         self._session_rng = self.world.rng("sessions")
         self._net_rng = self.world.rng("network")
         self._profiles = {r.value: self.network.profile(r.value) for r in RadioType}
@@ -282,6 +289,12 @@ class ModelRun:
         while env.now < self.end_s:
             yield env.timeout(period)
             readings, results = self.world.vehicles.advance_counting(rng, van, period)
+            if van.spec.cold_chain:
+                temperature = van.box_temperature_c
+                self.cold_max_c = max(self.cold_max_c, temperature)
+                if temperature > self.cold_limit_c:
+                    # Sampled once per batch period: an estimate of time out of range.
+                    self.cold_excursion_s += period
             for result in results:
                 self._stop(result)
                 env.process(self._report_stop(link))
@@ -461,6 +474,12 @@ class ModelRun:
                 "calls": self.net_calls,
                 "dropped": dict(self.net_failures),
                 "enabled": self.scenario.network.enabled,
+            },
+            cold_chain={
+                "vans_with_box": sum(1 for v in self.vans if v.spec.cold_chain),
+                "max_box_temperature_c": round(self.cold_max_c, 2),
+                "limit_c": self.cold_limit_c,
+                "van_minutes_above_limit": round(self.cold_excursion_s / 60.0, 1),
             },
             telemetry={
                 "readings": self.telemetry_readings,

@@ -68,6 +68,11 @@ def model_summary(result: Mapping[str, Any]) -> str:
         f"telemetry: {t['readings']:,} readings in {t['batches']:,} batches, "
         f"{t['readings_resent']:,} resent"
     )
+    c = result["cold_chain"]
+    lines.append(
+        f"cold chain: {c['vans_with_box']} vans with a box, hottest {c['max_box_temperature_c']} "
+        f"C, {c['van_minutes_above_limit']} van-minutes above {c['limit_c']} C"
+    )
     return "\n".join(lines)
 
 
@@ -184,7 +189,8 @@ def live_summary(result: Mapping[str, Any]) -> str:
     lines.append(
         f"telemetry: {t['generated']} readings generated, {t['acknowledged']} acknowledged, "
         f"{t['stored']} stored ({verdict}), {t['duplicates']} duplicates, "
-        f"{t['batches_dropped_by_network']} batches dropped by the 5G model and resent"
+        f"{t['batches_dropped_by_network']} batches dropped by the 5G model and resent, "
+        f"{t['batches_reordered_by_network']} acknowledged out of order"
     )
     r = result["recommendations"]
     lines.append(

@@ -49,9 +49,9 @@ class ColdChainConfig:
     setpoint_c: float = 4.0
     ambient_c: float = 18.0
     #: Fraction of the gap to ambient closed per minute with the door open.
-    warm_rate_per_min: float = 0.25
+    warm_rate_per_min: float = 0.1
     #: Fraction of the gap to the setpoint closed per minute with the door shut.
-    cool_rate_per_min: float = 0.08
+    cool_rate_per_min: float = 0.15
     sensor_noise_c: float = 0.1
 
 

@@ -67,3 +67,34 @@ async def test_live_driver_end_to_end_against_the_contracts() -> None:
     assert rec["catalogue_items_aligned"] == 120
     assert rec["shown"] > 0 and rec["mean_affinity"] > 0
     assert set(recommendation.categories.values()) <= set(driver.world.catalogue.categories)
+
+
+async def test_network_drops_are_counted_apart_and_telemetry_is_resent() -> None:
+    # Radio-link failures every ~12 simulated seconds, 1-3 s each: longer than the deadline,
+    # so calls that meet one are dropped.
+    lossy = SCENARIO.replace("  deadline_s: 3\n", "  deadline_s: 0.8\n") + (
+        "network:\n  profiles:\n"
+        + "".join(
+            f"    {radio}: {{rlf_per_hour: 300}}\n"
+            for radio in ("5g-nsa", "wifi", "lte", "5g-sa", "5g-mmwave")
+        )
+    )
+    server = aio.server()
+    _, _, telemetry = add_all(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        target = f"127.0.0.1:{port}"
+        result = await LiveDriver(
+            parse_scenario(lossy), LiveTargets(target, target, target, target)
+        ).run()
+    finally:
+        await server.stop(0.5)
+    calls = result["calls"]
+    assert calls["failed_by_network"] > 0
+    assert calls["failed_other"] == 0, calls["other_errors"]
+    t = result["telemetry"]
+    assert t["batches_dropped_by_network"] > 0
+    # Dropped batches were resent: everything generated is stored exactly once.
+    assert t["stored"] == t["acknowledged"] == t["generated"]
+    assert t["stored"] == sum(len(s) for s in telemetry.stored.values())
