@@ -159,7 +159,8 @@ class Caller:
         method: Callable[..., Awaitable[T]],
         request: Any,
     ) -> T:
-        """``method(request)`` after the link's uplink delay; raises ``NetworkDropped`` or the ``grpc.aio.AioRpcError`` after recording it."""
+        """``method(request)`` after the link's uplink delay; raises ``NetworkDropped`` or the
+        ``grpc.aio.AioRpcError`` after recording it."""
         sim_now = self.clock.now()
         transfer = link.transfer(sim_now, self.deadline_s)
         if transfer.dropped:
