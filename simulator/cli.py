@@ -31,7 +31,12 @@ def register(groups: CommandGroups) -> None:
         default=None,
         help="shipped scenario name (demo, black-friday, fleet-growth, mmc) or a YAML file",
     )
-    parser.add_argument("--mode", choices=("model", "live"), default="model")
+    parser.add_argument(
+        "--mode",
+        choices=("model", "live"),
+        default="model",
+        help="model: services as calibrated queues (default); live: the real services",
+    )
     parser.add_argument(
         "--speed",
         type=float,

@@ -286,9 +286,16 @@ class ModelRun:
         rng = self.world.rng(f"van-{van.spec.vehicle_id}")
         link = self.network.link(van.spec.vehicle_id, van.spec.radio, moving=True, now_s=env.now)
         unsent = 0
+        # Vans are not synchronised: each starts its batch cycle at its own phase (in step
+        # they would send in bursts of the whole fleet).
+        phase = float(rng.uniform(0.0, period))
+        yield env.timeout(phase)
+        carried, _ = self.world.vehicles.advance_counting(rng, van, phase)
         while env.now < self.end_s:
             yield env.timeout(period)
             readings, results = self.world.vehicles.advance_counting(rng, van, period)
+            readings += carried
+            carried = 0
             if van.spec.cold_chain:
                 temperature = van.box_temperature_c
                 self.cold_max_c = max(self.cold_max_c, temperature)

@@ -46,7 +46,8 @@ def model_summary(result: Mapping[str, Any]) -> str:
     if "bottleneck" in saturation:
         lines.append(
             f"saturation: {saturation['bottleneck']} first, at {saturation['load_multiplier']}x "
-            f"this load (~{saturation['shoppers_per_day_at_saturation']:,} shoppers/day)"
+            "this scenario's load (shoppers and fleet scaled together: "
+            f"~{saturation['shoppers_per_day_at_saturation']:,} shoppers/day)"
         )
     d = result["deliveries"]
     lines.append(
