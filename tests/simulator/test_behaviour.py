@@ -146,3 +146,20 @@ def test_vans_deliver_report_and_return() -> None:
         temps = [r.temperature_c for r in readings if r.temperature_c is not None]
         assert max(temps) > world.config.fleet.cold_chain.setpoint_c + 1
         assert max(temps) < world.config.fleet.cold_chain.ambient_c + 1
+
+
+def test_buffered_generator_draws_numpys_distributions() -> None:
+    from simulator.behaviour import BufferedGenerator
+
+    rng = BufferedGenerator(7)
+    n = 40_000
+    lognormal = np.asarray([rng.lognormal(1.0, 0.5) for _ in range(n)])
+    assert abs(np.log(lognormal).mean() - 1.0) < 0.01
+    assert abs(np.log(lognormal).std() - 0.5) < 0.01
+    exponential = np.asarray([rng.exponential(2.0) for _ in range(n)])
+    assert abs(exponential.mean() - 2.0) < 0.05
+    integers = [rng.integers(3, 7) for _ in range(n)]
+    assert set(integers) == {3, 4, 5, 6}
+    assert isinstance(rng.random(), float) and rng.random(3).shape == (3,)
+    same = BufferedGenerator(7)
+    assert [same.lognormal(1.0, 0.5) for _ in range(5)] == list(lognormal[:5])
