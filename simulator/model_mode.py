@@ -1,0 +1,522 @@
+"""Model mode: SimPy processes on top of the behaviour model, the services as calibrated queues,
+the 5G model's delays on every call. Answers capacity questions for a simulated day.
+
+Processes: an arrival process (non-homogeneous Poisson) starts one session process per shopper;
+a dispatcher plans waves of orders onto idle vans; one process per van drives, delivers and
+sends telemetry batches. Every call goes through the shopper's or van's radio link, then the
+service's queue.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from simulator.behaviour import (
+    DAY_S,
+    ActionKind,
+    OrderSpec,
+    StopOutcome,
+    StopResult,
+    VehicleState,
+    World,
+    plan_wave,
+)
+from simulator.network import DeviceLink, NetworkModel, RadioType
+from simulator.platform import Calibration, Station, build_stations
+from simulator.scenario import Scenario
+
+#: Platform calls of each action: (service, rpc, items per request); ``None`` items means "the
+#: cart's size".
+CALLS: dict[ActionKind, tuple[tuple[str, str, int | None], ...]] = {
+    ActionKind.BROWSE: (("recommendation", "SimilarItems", 1),),
+    ActionKind.RECOMMEND: (("recommendation", "Recommend", 1),),
+    ActionKind.CLICK: (("recommendation", "RecordFeedback", 1),),
+    ActionKind.ADD_TO_CART: (("recommendation", "RecordFeedback", 1),),
+    ActionKind.CHECKOUT: (
+        ("recommendation", "RecordFeedback", None),
+        ("dispatch", "SubmitOrder", 1),
+    ),
+    ActionKind.SUPPORT: (("intent", "Classify", 1),),
+    ActionKind.LEAVE: (),
+}
+
+
+def scheduled_events(env: simpy.Environment) -> int:
+    """Events scheduled so far (SimPy numbers every event it schedules)."""
+    counter = getattr(env, "_eid", None)
+    text = repr(counter)
+    if text.startswith("count(") and text.endswith(")"):
+        return int(text[6:-1])
+    return 0
+
+
+@dataclass
+class DeliveryLog:
+    placed: int = 0
+    delivered_on_time: int = 0
+    delivered_late: int = 0
+    failed: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    #: Per window: (on time, late, failed).
+    per_window: dict[int, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class ModelResult:
+    """Everything a model-mode run measured, ready for the summary, JSON and the report."""
+
+    scenario: str
+    seed: int
+    window_s: float
+    simulated_s: float
+    wall_s: float
+    events: int
+    shoppers: int
+    actions: Counter[str]
+    rpc_latencies: dict[str, dict[str, Any]]
+    series: dict[str, Any]
+    utilisation: dict[str, dict[str, float]]
+    saturation: dict[str, Any]
+    deliveries: dict[str, Any]
+    recommendations: dict[str, float]
+    network: dict[str, Any]
+    telemetry: dict[str, int]
+    cold_chain: dict[str, float]
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.wall_s if self.wall_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "window_s": self.window_s,
+            "simulated_s": self.simulated_s,
+            "wall_s": round(self.wall_s, 3),
+            "events": self.events,
+            "events_per_s": round(self.events_per_s, 1),
+            "shoppers": self.shoppers,
+            "actions": dict(sorted(self.actions.items())),
+            "rpc_latencies": self.rpc_latencies,
+            "utilisation": self.utilisation,
+            "saturation": self.saturation,
+            "deliveries": self.deliveries,
+            "recommendations": self.recommendations,
+            "network": self.network,
+            "telemetry": self.telemetry,
+            "cold_chain": self.cold_chain,
+            "series": self.series,
+        }
+
+
+class ModelRun:
+    """One model-mode run of a scenario."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        calibration: Calibration,
+        *,
+        shoppers_per_day: float | None = None,
+    ) -> None:
+        if shoppers_per_day is not None:
+            scenario = scenario.with_overrides(shoppers_per_day=shoppers_per_day)
+        self.scenario = scenario
+        self.calibration = calibration.with_overrides(
+            scenario.platform.workers, scenario.platform.speedup
+        )
+        self.world = World.create(scenario.world_config())
+        self.env = simpy.Environment()
+        self.window_s = scenario.model.window_s
+        self.stations: dict[str, Station] = build_stations(
+            self.env, self.calibration, self.world.rng("service-times"), self.window_s
+        )
+        for service, rpc, _ in (c for calls in CALLS.values() for c in calls):
+            if service not in self.stations or rpc not in self.stations[service].samplers:
+                raise ValueError(f"calibration: services.{service}.rpcs.{rpc} is missing")
+        for rpc in ("Ingest",):
+            if rpc not in self.stations.get("telemetry", _EMPTY).samplers:
+                raise ValueError(f"calibration: services.telemetry.rpcs.{rpc} is missing")
+        self.network = NetworkModel(scenario.network, seed=scenario.seed)
+        self.deadline_s = scenario.model.deadline_s
+        self.arrivals_end_s = scenario.duration_h * 3600.0
+        self.end_s = self.arrivals_end_s + scenario.drain_h * 3600.0
+        self.actions: Counter[str] = Counter()
+        self.shoppers = 0
+        self.pending_orders: list[OrderSpec] = []
+        self.open_orders: dict[str, OrderSpec] = {}
+        self.deliveries = DeliveryLog()
+        self.rec_shown: dict[int, int] = {}
+        self.rec_clicked: dict[int, int] = {}
+        self.net_failures: Counter[str] = Counter()
+        self.net_calls = 0
+        self.telemetry_readings = 0
+        self.telemetry_resent = 0
+        self.telemetry_batches = 0
+        self.vans: list[VehicleState] = []
+        #: Cold-chain boxes: the hottest seen, and van-seconds above the limit (8 °C, the
+        #: usual upper bound for chilled food).
+        self.cold_limit_c = 8.0
+        self.cold_max_c = scenario.fleet.cold_chain.setpoint_c
+        self.cold_excursion_s = 0.0
+        self._session_rng = self.world.rng("sessions")
+        self._net_rng = self.world.rng("network")
+        self._profiles = {r.value: self.network.profile(r.value) for r in RadioType}
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def _arrivals(self) -> Generator[simpy.Event, Any, None]:
+        times = self.world.arrivals.times(self.world.rng("arrivals"), 0.0, self.arrivals_end_s)
+        env = self.env
+        previous = 0.0
+        for index, t in enumerate(times.tolist()):
+            yield env.timeout(t - previous)
+            previous = t
+            env.process(self._session(index))
+
+    def _call(
+        self, link: DeviceLink, service: str, rpc: str, items: int, extra_delay: float
+    ) -> Generator[simpy.Event, Any, tuple[bool, float]]:
+        """One call: wait ``extra_delay`` (think time) and the uplink, queue, be served.
+        Returns (succeeded, downlink delay still to come)."""
+        env = self.env
+        self.net_calls += 1
+        transfer = link.transfer(env.now + extra_delay, self.deadline_s)
+        if transfer.dropped:
+            self.net_failures[transfer.cause.value] += 1
+            self.stations[service].stats[rpc].failed_network += 1
+            yield env.timeout(extra_delay + transfer.delay_s)
+            return False, 0.0
+        half = transfer.delay_s / 2
+        yield env.timeout(extra_delay + half)
+        station = self.stations[service]
+        in_service = yield from station.serve(rpc, items)
+        station.record(rpc, env.now + half, transfer.delay_s + in_service, 0.0)
+        return True, half
+
+    def _session(self, index: int) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        rng = self._session_rng
+        world = self.world
+        shopper = world.new_shopper(rng, index)
+        self.shoppers += 1
+        link = DeviceLink(
+            self._profiles[shopper.radio],
+            self._net_rng,
+            moving=False,
+            now_s=env.now,
+            config=self.network.config,
+        )
+        state = world.sessions.start(shopper, f"s{index}", env.now)
+        carry = 0.0
+        actions = self.actions
+        while True:
+            action = world.sessions.next_action(rng, state)
+            kind = action.kind
+            actions[kind.value] += 1
+            if kind is ActionKind.LEAVE:
+                break
+            wait = action.think_s + carry
+            carry = 0.0
+            for service, rpc, items in CALLS[kind]:
+                count = items if items is not None else len(action.cart)
+                _, carry = yield from self._call(link, service, rpc, count, wait)
+                wait = carry
+                carry = 0.0
+            carry = wait
+            if kind is ActionKind.RECOMMEND:
+                state.observe_recommendations(world.recommender.recommend(rng, shopper, action.k))
+            elif kind is ActionKind.CHECKOUT:
+                assert action.order is not None
+                self.pending_orders.append(action.order)
+                self.open_orders[action.order.order_id] = action.order
+                self.deliveries.placed += 1
+                break
+        window = int(env.now // self.window_s)
+        self.rec_shown[window] = self.rec_shown.get(window, 0) + state.recommendations_shown
+        self.rec_clicked[window] = self.rec_clicked.get(window, 0) + state.recommendations_clicked
+
+    def _dispatcher(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        interval = self.scenario.model.dispatch_interval_min * 60.0
+        horizon = self.scenario.model.dispatch_horizon_min * 60.0
+        capacity = self.scenario.fleet.capacity
+        while env.now < self.end_s:
+            due = [o for o in self.pending_orders if o.window_start_s <= env.now + horizon]
+            if due:
+                plans = plan_wave(
+                    due,
+                    self._vans_on_shift(),
+                    capacity,
+                    now_s=env.now,
+                    speed_mps=self.scenario.fleet.road.free_flow_mps * 0.7,
+                    stop_s=self.scenario.orders.service_time_s
+                    + self.scenario.fleet.door_extra_mean_s,
+                )
+                taken: set[str] = set()
+                for van, route in plans:
+                    self.world.vehicles.assign(van, route)
+                    taken.update(o.order_id for o in route)
+                if taken:
+                    self.pending_orders = [
+                        o for o in self.pending_orders if o.order_id not in taken
+                    ]
+            yield env.timeout(interval)
+
+    def _on_shift(self, t: float) -> bool:
+        fleet = self.scenario.fleet
+        return fleet.shift_start_s <= t % DAY_S < fleet.shift_end_s
+
+    def _vans_on_shift(self) -> list[VehicleState]:
+        return self.vans if self._on_shift(self.env.now) else []
+
+    def _van(self, van: VehicleState) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        fleet = self.scenario.fleet
+        period = fleet.telemetry_interval_s * fleet.batch_readings
+        rng = self.world.rng(f"van-{van.spec.vehicle_id}")
+        link = self.network.link(van.spec.vehicle_id, van.spec.radio, moving=True, now_s=env.now)
+        unsent = 0
+        # Vans are not synchronised: each starts its batch cycle at its own phase (in step
+        # they would send in bursts of the whole fleet).
+        phase = float(rng.uniform(0.0, period))
+        yield env.timeout(phase)
+        carried, _ = self.world.vehicles.advance_counting(rng, van, phase)
+        while env.now < self.end_s:
+            yield env.timeout(period)
+            readings, results = self.world.vehicles.advance_counting(rng, van, period)
+            readings += carried
+            carried = 0
+            if van.spec.cold_chain:
+                temperature = van.box_temperature_c
+                self.cold_max_c = max(self.cold_max_c, temperature)
+                if temperature > self.cold_limit_c:
+                    # Sampled once per batch period: an estimate of time out of range.
+                    self.cold_excursion_s += period
+            for result in results:
+                self._stop(result)
+                env.process(self._report_stop(link))
+            if readings and (van.busy or self._on_shift(env.now)):
+                self.telemetry_readings += readings
+                env.process(self._telemetry(link, readings + unsent, unsent))
+                unsent = 0
+
+    def _telemetry(
+        self, link: DeviceLink, readings: int, resent: int
+    ) -> Generator[simpy.Event, Any, None]:
+        self.telemetry_batches += 1
+        self.telemetry_resent += resent
+        ok, _ = yield from self._call(link, "telemetry", "Ingest", readings, 0.0)
+        if not ok:
+            # The van keeps the batch and resends it with its next one.
+            self.telemetry_resent += readings
+            self.telemetry_batches += 1
+            yield from self._call(link, "telemetry", "Ingest", readings, 1.0)
+
+    def _report_stop(self, link: DeviceLink) -> Generator[simpy.Event, Any, None]:
+        for attempt in range(5):
+            ok, _ = yield from self._call(link, "dispatch", "ReportStop", 1, float(attempt))
+            if ok:
+                return
+
+    def _stop(self, result: StopResult) -> None:
+        log = self.deliveries
+        self.open_orders.pop(result.order_id, None)
+        window = log.per_window.setdefault(int(self.env.now // self.window_s), [0, 0, 0])
+        if result.outcome is StopOutcome.FAILED:
+            log.failed += 1
+            log.reasons[result.reason] += 1
+            window[2] += 1
+        elif result.late:
+            log.delivered_late += 1
+            log.reasons["late: arrived after the window closed"] += 1
+            window[1] += 1
+        else:
+            log.delivered_on_time += 1
+            window[0] += 1
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def run(self, progress: Callable[[float], None] | None = None) -> ModelResult:
+        """Run to the end; ``progress`` gets simulated seconds as they pass."""
+        env = self.env
+        self.vans = self.world.vehicles.fleet(self.world.rng("fleet"), start_s=0.0)
+        env.process(self._arrivals())
+        env.process(self._dispatcher())
+        for van in self.vans:
+            env.process(self._van(van))
+        started = time.perf_counter()
+        step = max(self.window_s, 60.0)
+        t = 0.0
+        while t < self.end_s:
+            t = min(self.end_s, t + step)
+            env.run(until=t)
+            if progress is not None:
+                progress(step)
+        wall = time.perf_counter() - started
+        return self._result(wall)
+
+    def _result(self, wall: float) -> ModelResult:
+        windows = math.ceil(self.end_s / self.window_s)
+        edges = np.arange(windows + 1) * self.window_s
+        latencies: dict[str, dict[str, Any]] = {}
+        series: dict[str, Any] = {
+            "window_start_s": edges[:-1].tolist(),
+            "latency_p50_ms": {},
+            "latency_p99_ms": {},
+            "throughput_rps": {},
+            "utilisation": {},
+            "queue_length": {},
+        }
+        for station in self.stations.values():
+            for rpc, stats in station.stats.items():
+                key = f"{station.name}.{rpc}"
+                lat = np.frombuffer(stats.latency_s, dtype=np.float64) * 1000.0
+                done = np.frombuffer(stats.completed_at, dtype=np.float64)
+                if lat.size == 0 and stats.failed_network == 0:
+                    continue
+                pct = np.percentile(lat, [50, 95, 99, 99.9]) if lat.size else [math.nan] * 4
+                latencies[key] = {
+                    "calls": int(lat.size),
+                    "failed_network": stats.failed_network,
+                    "mean_ms": round(float(lat.mean()), 3) if lat.size else math.nan,
+                    "p50_ms": round(float(pct[0]), 3),
+                    "p95_ms": round(float(pct[1]), 3),
+                    "p99_ms": round(float(pct[2]), 3),
+                    "p999_ms": round(float(pct[3]), 3),
+                }
+                index = np.clip((done // self.window_s).astype(np.int64), 0, windows - 1)
+                counts = np.bincount(index, minlength=windows)
+                series["throughput_rps"][key] = (counts / self.window_s).round(4).tolist()
+                order = np.argsort(index, kind="stable")
+                splits = np.split(lat[order], np.cumsum(counts)[:-1])
+                series["latency_p50_ms"][key] = [
+                    round(float(np.percentile(s, 50)), 3) if s.size else None for s in splits
+                ]
+                series["latency_p99_ms"][key] = [
+                    round(float(np.percentile(s, 99)), 3) if s.size else None for s in splits
+                ]
+        utilisation: dict[str, dict[str, float]] = {}
+        saturation: dict[str, Any] = {"services": {}}
+        for station in self.stations.values():
+            per_window = [station.utilisation(w) for w in range(windows)]
+            series["utilisation"][station.name] = [round(u, 4) for u in per_window]
+            series["queue_length"][station.name] = [
+                round(station.wait_total_s.get(w, 0.0) / self.window_s, 4) for w in range(windows)
+            ]
+            busy_total = sum(station.busy_s.values())
+            peak = max(per_window) if per_window else 0.0
+            utilisation[station.name] = {
+                "workers": station.workers,
+                "mean": round(busy_total / (station.workers * self.end_s), 4),
+                "peak_window": round(peak, 4),
+                "mean_queue_length_peak_window": round(
+                    max(series["queue_length"][station.name]), 4
+                ),
+            }
+            multiplier = 1.0 / peak if peak > 0 else math.inf
+            saturation["services"][station.name] = {
+                "peak_utilisation": round(peak, 4),
+                "load_multiplier_at_saturation": round(multiplier, 2),
+            }
+        finite = {k: v for k, v in saturation["services"].items() if v["peak_utilisation"] > 0}
+        if finite:
+            bottleneck = min(finite, key=lambda k: finite[k]["load_multiplier_at_saturation"])
+            multiplier = finite[bottleneck]["load_multiplier_at_saturation"]
+            saturation["bottleneck"] = bottleneck
+            saturation["load_multiplier"] = multiplier
+            saturation["shoppers_per_day_at_saturation"] = round(
+                self.scenario.shoppers_per_day * multiplier
+            )
+        log = self.deliveries
+        not_done = len(self.open_orders)
+        reasons = dict(log.reasons)
+        if not_done:
+            reasons["not delivered before the simulation ended"] = not_done
+        series["deliveries"] = [log.per_window.get(w, [0, 0, 0]) for w in range(windows)]
+        shown = sum(self.rec_shown.values())
+        clicked = sum(self.rec_clicked.values())
+        series["click_through"] = [
+            round(self.rec_clicked.get(w, 0) / self.rec_shown[w], 5)
+            if self.rec_shown.get(w)
+            else None
+            for w in range(windows)
+        ]
+        return ModelResult(
+            scenario=self.scenario.name,
+            seed=self.scenario.seed,
+            window_s=self.window_s,
+            simulated_s=self.end_s,
+            wall_s=wall,
+            events=scheduled_events(self.env),
+            shoppers=self.shoppers,
+            actions=self.actions,
+            rpc_latencies=latencies,
+            series=series,
+            utilisation=utilisation,
+            saturation=saturation,
+            deliveries={
+                "placed": log.placed,
+                "delivered_on_time": log.delivered_on_time,
+                "delivered_late": log.delivered_late,
+                "failed": log.failed + not_done,
+                "reasons": reasons,
+            },
+            recommendations={
+                "shown": shown,
+                "clicked": clicked,
+                "click_through": round(clicked / shown, 5) if shown else 0.0,
+                "simulated_recommender_quality": self.scenario.model.recommender_quality,
+            },
+            network={
+                "calls": self.net_calls,
+                "dropped": dict(self.net_failures),
+                "enabled": self.scenario.network.enabled,
+            },
+            cold_chain={
+                "vans_with_box": sum(1 for v in self.vans if v.spec.cold_chain),
+                "max_box_temperature_c": round(self.cold_max_c, 2),
+                "limit_c": self.cold_limit_c,
+                "van_minutes_above_limit": round(self.cold_excursion_s / 60.0, 1),
+            },
+            telemetry={
+                "readings": self.telemetry_readings,
+                "batches": self.telemetry_batches,
+                "readings_resent": self.telemetry_resent,
+            },
+        )
+
+
+class _Empty:
+    samplers: dict[str, Any] = {}
+
+
+_EMPTY = _Empty()
+
+
+def bare_simpy_rate(events: int = 1_000_000, processes: int = 1000, seed: int = 0) -> float:
+    """Events per second of a bare SimPy loop (processes that only wait on timeouts): the
+    baseline model mode's event rate is reported beside."""
+    env = simpy.Environment()
+    rng = np.random.default_rng(seed)
+    per_process = max(1, events // processes)
+
+    def loop(gaps: list[float]) -> Generator[simpy.Event, Any, None]:
+        for gap in gaps:
+            yield env.timeout(gap)
+
+    for _ in range(processes):
+        env.process(loop(rng.exponential(1.0, per_process).tolist()))
+    started = time.perf_counter()
+    env.run()
+    wall = time.perf_counter() - started
+    return scheduled_events(env) / wall

@@ -1,0 +1,309 @@
+"""The platform in model mode: each service a multi-server queue with a service-time
+distribution per RPC and, where the service batches, a batcher in front of its workers.
+
+Service times come from a calibration file (``calibration/default.json`` ships with estimates;
+the services' ``bench`` commands write measured ones). The same ``Station`` class runs the
+queueing-theory validation, so ``--validate`` checks the code model mode uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from array import array
+from collections import deque
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+DISTRIBUTIONS = ("exponential", "deterministic", "lognormal")
+
+
+class CalibrationError(ValueError):
+    """A calibration file is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class RpcCalibration:
+    """Service time of one RPC: ``distribution`` with mean ``mean_ms`` (and coefficient of
+    variation ``cv`` for lognormal), plus ``per_item_ms`` per item of the request (readings in
+    a telemetry batch, messages in a classify batch)."""
+
+    distribution: str = "lognormal"
+    mean_ms: float = 1.0
+    cv: float = 0.5
+    per_item_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Batching:
+    """A batcher: a free worker takes up to ``max_batch`` queued requests, waiting up to
+    ``max_wait_ms`` for more when fewer are queued."""
+
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class ServiceCalibration:
+    workers: int
+    rpcs: Mapping[str, RpcCalibration]
+    batching: Batching | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Service models of the whole platform, with where the numbers came from."""
+
+    services: Mapping[str, ServiceCalibration]
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, workers: Mapping[str, int], speedup: float = 1.0) -> Calibration:
+        """Workers per service replaced; every service time divided by ``speedup``."""
+        services = {}
+        for name, svc in self.services.items():
+            rpcs = {
+                rpc: replace(r, mean_ms=r.mean_ms / speedup, per_item_ms=r.per_item_ms / speedup)
+                for rpc, r in svc.rpcs.items()
+            }
+            services[name] = replace(svc, workers=workers.get(name, svc.workers), rpcs=rpcs)
+        for name in workers:
+            if name not in self.services:
+                raise CalibrationError(
+                    f"platform.workers.{name}: unknown service; known: {', '.join(self.services)}"
+                )
+        return replace(self, services=services)
+
+
+def _number(value: Any, key: str, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CalibrationError(f"{key}: expected a number, got {value!r}")
+    if value < minimum:
+        raise CalibrationError(f"{key}: must be >= {minimum}")
+    return float(value)
+
+
+def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> Calibration:
+    """A calibration from its JSON object; ``CalibrationError`` names the key at fault."""
+    services_raw = data.get("services")
+    if not isinstance(services_raw, dict) or not services_raw:
+        raise CalibrationError(f"{source}: services: expected a non-empty object")
+    services: dict[str, ServiceCalibration] = {}
+    for name, raw in services_raw.items():
+        key = f"{source}: services.{name}"
+        if not isinstance(raw, dict):
+            raise CalibrationError(f"{key}: expected an object")
+        workers = int(_number(raw.get("workers", 1), f"{key}.workers", 1))
+        rpcs: dict[str, RpcCalibration] = {}
+        rpcs_raw = raw.get("rpcs")
+        if not isinstance(rpcs_raw, dict) or not rpcs_raw:
+            raise CalibrationError(f"{key}.rpcs: expected a non-empty object")
+        for rpc, r in rpcs_raw.items():
+            rkey = f"{key}.rpcs.{rpc}"
+            if not isinstance(r, dict):
+                raise CalibrationError(f"{rkey}: expected an object")
+            dist = r.get("distribution", "lognormal")
+            if dist not in DISTRIBUTIONS:
+                raise CalibrationError(f"{rkey}.distribution: one of {', '.join(DISTRIBUTIONS)}")
+            rpcs[rpc] = RpcCalibration(
+                distribution=dist,
+                mean_ms=_number(r.get("mean_ms"), f"{rkey}.mean_ms"),
+                cv=_number(r.get("cv", 0.5), f"{rkey}.cv"),
+                per_item_ms=_number(r.get("per_item_ms", 0.0), f"{rkey}.per_item_ms"),
+            )
+        batching = None
+        if raw.get("batching") is not None:
+            b = raw["batching"]
+            if not isinstance(b, dict):
+                raise CalibrationError(f"{key}.batching: expected an object or null")
+            batching = Batching(
+                max_batch=int(_number(b.get("max_batch", 32), f"{key}.batching.max_batch", 1)),
+                max_wait_ms=_number(b.get("max_wait_ms", 0.0), f"{key}.batching.max_wait_ms"),
+            )
+        services[name] = ServiceCalibration(workers, rpcs, batching)
+    return Calibration(services, dict(data.get("provenance") or {}))
+
+
+def load_calibration(path: str | Path | None = None) -> Calibration:
+    """The shipped default calibration, or a JSON file."""
+    if path is None or str(path) == "default":
+        text = resources.files("simulator").joinpath("calibration/default.json").read_text("utf-8")
+        source = "calibration/default.json"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CalibrationError(f"calibration: cannot read {path}: {exc.strerror}") from None
+        source = str(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"{source}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    return parse_calibration(data, source)
+
+
+class ServiceTimeSampler:
+    """Service times of one RPC in seconds, drawn in blocks (one numpy call per 4096)."""
+
+    BLOCK = 4096
+
+    def __init__(self, calibration: RpcCalibration, rng: np.random.Generator) -> None:
+        self.calibration = calibration
+        self.rng = rng
+        self.per_item_s = calibration.per_item_ms / 1000.0
+        self._buffer: list[float] = []
+
+    def _refill(self) -> None:
+        c = self.calibration
+        mean = c.mean_ms / 1000.0
+        if c.distribution == "deterministic" or mean == 0:
+            block = np.full(self.BLOCK, mean)
+        elif c.distribution == "exponential":
+            block = self.rng.exponential(mean, self.BLOCK)
+        else:
+            sigma2 = math.log1p(c.cv**2)
+            block = self.rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), self.BLOCK)
+        self._buffer = block.tolist()
+        self._buffer.reverse()
+
+    def sample(self, items: int = 1) -> float:
+        """One service time for a request of ``items`` items (seconds)."""
+        if not self._buffer:
+            self._refill()
+        return self._buffer.pop() + self.per_item_s * items
+
+
+@dataclass
+class RpcStats:
+    """Per-RPC record of a run: completion times, latencies (network + wait + service)."""
+
+    completed_at: array = field(default_factory=lambda: array("d"))
+    latency_s: array = field(default_factory=lambda: array("d"))
+    wait_s: array = field(default_factory=lambda: array("d"))
+    failed_network: int = 0
+
+
+class Station:
+    """One service: ``workers`` servers in front of which requests queue (FCFS), optionally
+    through a batcher. Records busy time per window for utilisation."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        name: str,
+        calibration: ServiceCalibration,
+        rng: np.random.Generator,
+        window_s: float = 900.0,
+    ) -> None:
+        self.env = env
+        self.name = name
+        self.calibration = calibration
+        self.workers = calibration.workers
+        self.samplers = {rpc: ServiceTimeSampler(c, rng) for rpc, c in calibration.rpcs.items()}
+        self.stats: dict[str, RpcStats] = {rpc: RpcStats() for rpc in calibration.rpcs}
+        self.window_s = window_s
+        self.busy_s: dict[int, float] = {}
+        self.wait_total_s: dict[int, float] = {}
+        self.batches = 0
+        self.batched_requests = 0
+        # A plain FCFS multi-server (free count + waiting list) instead of simpy.Resource:
+        # the same discipline without request/release events.
+        self._free = calibration.workers
+        self._waiting: deque[simpy.Event] = deque()
+        self._batching = calibration.batching
+        self._queue: deque[tuple[str, int, float, simpy.Event]] = deque()
+        self._idle: list[simpy.Event] = []
+        if self._batching is not None:
+            for _ in range(calibration.workers):
+                env.process(self._batch_worker())
+
+    def _account(self, start: float, service: float, wait: float) -> None:
+        window = int(start // self.window_s)
+        self.busy_s[window] = self.busy_s.get(window, 0.0) + service
+        self.wait_total_s[window] = self.wait_total_s.get(window, 0.0) + wait
+
+    def serve(self, rpc: str, items: int = 1) -> Generator[simpy.Event, Any, float]:
+        """Process body: queue, be served, return the time spent in the service (s)."""
+        env = self.env
+        arrived = env.now
+        if self._batching is not None:
+            done = env.event()
+            self._queue.append((rpc, items, arrived, done))
+            if self._idle:
+                self._idle.pop().succeed()
+            yield done
+            return float(env.now - arrived)
+        if self._free > 0:
+            self._free -= 1
+        else:
+            turn = env.event()
+            self._waiting.append(turn)
+            yield turn
+        started = env.now
+        service = self.samplers[rpc].sample(items)
+        self._account(started, service, started - arrived)
+        yield env.timeout(service)
+        if self._waiting:
+            # Hand the server straight to the next in line.
+            self._waiting.popleft().succeed()
+        else:
+            self._free += 1
+        return float(env.now - arrived)
+
+    def _batch_worker(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        assert self._batching is not None
+        max_batch = self._batching.max_batch
+        max_wait = self._batching.max_wait_ms / 1000.0
+        while True:
+            if not self._queue:
+                wake = env.event()
+                self._idle.append(wake)
+                yield wake
+                continue
+            if len(self._queue) < max_batch and max_wait > 0:
+                yield env.timeout(max_wait)
+                if not self._queue:
+                    continue
+            batch = [self._queue.popleft() for _ in range(min(max_batch, len(self._queue)))]
+            # One model call for the batch: the fixed part once, the per-item part per request.
+            rpc = batch[0][0]
+            sampler = self.samplers[rpc]
+            service = sampler.sample(0) + sampler.per_item_s * sum(b[1] for b in batch)
+            started = env.now
+            self._account(started, service, sum(started - b[2] for b in batch))
+            self.batches += 1
+            self.batched_requests += len(batch)
+            yield env.timeout(service)
+            for _, _, _, done in batch:
+                done.succeed()
+
+    def record(self, rpc: str, completed_at: float, latency_s: float, wait_s: float) -> None:
+        stats = self.stats[rpc]
+        stats.completed_at.append(completed_at)
+        stats.latency_s.append(latency_s)
+        stats.wait_s.append(wait_s)
+
+    def utilisation(self, window: int) -> float:
+        return self.busy_s.get(window, 0.0) / (self.workers * self.window_s)
+
+    def mean_service_s(self, rpc: str, items: float = 1.0) -> float:
+        c = self.calibration.rpcs[rpc]
+        return (c.mean_ms + c.per_item_ms * items) / 1000.0
+
+
+def build_stations(
+    env: simpy.Environment,
+    calibration: Calibration,
+    rng: np.random.Generator,
+    window_s: float,
+) -> dict[str, Station]:
+    """One station per calibrated service."""
+    return {
+        name: Station(env, name, svc, rng, window_s) for name, svc in calibration.services.items()
+    }
