@@ -214,38 +214,22 @@ def locust_commands(request: LoadTestRequest, master_port: int) -> list[list[str
 
 
 def _start_services(request: LoadTestRequest, stack: ExitStack) -> LoadTestRequest:
-    """Start the services of the workload on free ports; their targets replace the options'."""
-    from services.runtime.process import ServiceProcess, free_port, stop_all
+    """Start the services of the workload on free ports, wired to each other (building missing
+    default models first); their targets replace the options'."""
+    from services.suite import start_suite
 
-    names = [
-        s
-        for s in ("telemetry", "dispatch", "intent", "recommendation", "echo")
-        if s in WORKLOAD_SERVICES[request.options.workload]
-    ]
-    ports = {name: free_port() for name in names}
-    log_dir = request.out_dir / "services"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    config = ["--config", request.config] if request.config else []
-    processes = []
-    for name in names:
-        extra = [*config, "--metrics-port", "0", "--log-level", "warning"]
-        if name == "dispatch":
-            telemetry = f"127.0.0.1:{ports['telemetry']}" if "telemetry" in ports else ""
-            extra += ["--telemetry-target", telemetry]
-        if name == "intent" and "dispatch" in ports:
-            extra += ["--dispatch-target", f"127.0.0.1:{ports['dispatch']}"]
-        processes.append(
-            ServiceProcess(name, ports[name], extra_args=extra, log_path=log_dir / f"{name}.log")
-        )
-    for proc in processes:
-        proc.start()
-    stack.callback(stop_all, processes)
-    for proc in processes:
-        proc.wait_serving(120)
-    targets = {proc.service: proc.target for proc in processes}
-    print(f"services SERVING: {targets}", flush=True)
+    names = WORKLOAD_SERVICES[request.options.workload]
+    suite = start_suite(
+        names,
+        log_dir=request.out_dir / "services",
+        config_path=request.config,
+        free_ports=True,
+        extra_args=["--log-level", "warning"],
+    )
+    stack.callback(suite.stop)
+    print(f"services SERVING: {suite.targets}", flush=True)
     return dataclasses.replace(
-        request, options=dataclasses.replace(request.options, targets=targets)
+        request, options=dataclasses.replace(request.options, targets=suite.targets)
     )
 
 

@@ -21,6 +21,7 @@ PRODUCT_SERVICES: tuple[ServiceDefinition, ...] = (
         default_metrics_port=9103,
         factory="services.dispatch.app:create_app",
         options="services.dispatch.config:DispatchOptions",
+        upstreams={"telemetry_target": "telemetry"},
         description="orders to vehicles, routes with time windows, live re-planning",
     ),
     ServiceDefinition(
@@ -29,6 +30,7 @@ PRODUCT_SERVICES: tuple[ServiceDefinition, ...] = (
         default_metrics_port=9102,
         factory="services.intent.app:create_app",
         options="services.intent.config:IntentOptions",
+        upstreams={"dispatch_target": "dispatch"},
         description="customer-service messages to intents, entities and next actions",
     ),
     ServiceDefinition(

@@ -945,41 +945,19 @@ def live_ok(result: dict[str, Any]) -> list[str]:
     return problems
 
 
-def start_services(log_dir: Path, config_path: str | None, timeout_s: float = 300.0) -> Any:
-    """Start the four services as child processes on their configured ports and wait until
-    each is SERVING (as ``shoptwin up`` does); returns the processes."""
-    import argparse
-
-    from services.cli.serve import load_service_settings
+def start_services(log_dir: Path, config_path: str | None, timeout_s: float = 600.0) -> Any:
+    """Start the four services on their configured ports (building missing default models
+    first), as ``shoptwin up`` does, and wait until each is SERVING; returns the suite."""
     from services.registry import PRODUCT_SERVICES
-    from services.runtime.client import ChannelOptions
-    from services.runtime.process import ServiceProcess, stop_all
+    from services.suite import start_suite
 
-    log_dir.mkdir(parents=True, exist_ok=True)
-    extra = ["--config", config_path] if config_path else []
-    processes = []
-    for definition in PRODUCT_SERVICES:
-        settings, _ = load_service_settings(definition.name, argparse.Namespace(config=config_path))
-        processes.append(
-            ServiceProcess(
-                service=definition.name,
-                port=settings.port,
-                host="127.0.0.1",
-                extra_args=extra,
-                log_path=log_dir / f"{definition.name}.log",
-            )
-        )
-    for proc in processes:
-        proc.start()
-    started = time.monotonic()
-    try:
-        for proc in processes:
-            remaining = timeout_s - (time.monotonic() - started)
-            proc.wait_serving(max(remaining, 0.1), ChannelOptions(retry=None))
-    except (TimeoutError, RuntimeError):
-        stop_all(processes)
-        raise
-    return processes
+    return start_suite(
+        [d.name for d in PRODUCT_SERVICES],
+        log_dir=log_dir,
+        config_path=config_path,
+        ready_timeout_s=timeout_s,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
 
 
 def run_live_command(
@@ -1001,20 +979,19 @@ def run_live_command(
 
     from tqdm import tqdm
 
-    from services.runtime.process import stop_all
     from simulator.render import live_sections, live_summary
     from simulator.report import write_html, write_json
 
-    processes = []
+    suite = None
     if up:
         try:
-            processes = start_services(log_dir, config_path)
+            suite = start_services(log_dir, config_path)
         except (TimeoutError, RuntimeError) as exc:
             print(
                 f"shoptwin simulate: services did not start: {exc}; see {log_dir}", file=sys.stderr
             )
             return 1
-        targets = LiveTargets(**{p.service: p.target for p in processes})
+        targets = LiveTargets(**suite.targets)
     try:
         hours = scenario.live.duration_h
         with tqdm(
@@ -1032,10 +1009,10 @@ def run_live_command(
             driver = LiveDriver(scenario, targets, progress=advance)
             result = asyncio.run(driver.run())
     finally:
-        if processes:
-            codes = stop_all(processes)
+        if suite is not None:
+            codes = suite.stop()
             record["service_exit_codes"] = {
-                p.service: c for p, c in zip(processes, codes, strict=True)
+                p.service: c for p, c in zip(suite.processes, codes, strict=True)
             }
     payload = {"run": record, "result": result}
     write_json(out / "result.json", payload)

@@ -4,7 +4,6 @@ print their addresses, and stop them all cleanly on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 import threading
@@ -18,9 +17,9 @@ from services.registry import PRODUCT_SERVICES, get_definition
 from services.runtime.bench import render_table
 from services.runtime.client import ChannelOptions
 from services.runtime.config import ServerSettings
-from services.runtime.process import ServiceProcess, stop_all
 from services.runtime.settings import SettingsError
 from services.runtime.tls import ClientTLS
+from services.suite import start_suite
 
 
 def register(groups: CommandGroups) -> None:
@@ -104,27 +103,6 @@ def probe_options(args: argparse.Namespace, settings: ServerSettings) -> Channel
     )
 
 
-def prepare_services(
-    names: list[str], settings_of: dict[str, ServerSettings], args: argparse.Namespace
-) -> None:
-    """Build what each service needs before it starts (default models), unless its options
-    name a model directory. Runs in this process before any gRPC channel exists."""
-    for name in names:
-        definition = get_definition(name)
-        if definition.prepare is None:
-            continue
-        _, options = load_service_settings(name, argparse.Namespace(config=args.config))
-        if getattr(options, "model_dir", None) is not None:
-            continue
-        module_name, _, attr = definition.prepare.partition(":")
-        prepare = getattr(importlib.import_module(module_name), attr)
-        started = time.monotonic()
-        data_dir = settings_of[name].data_dir
-        print(f"preparing {name}: default model under {data_dir} ...", flush=True)
-        path = prepare(data_dir)
-        print(f"  {name}: {path} ({time.monotonic() - started:.1f} s)", flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     names = parse_services(args.services)
     settings_of: dict[str, ServerSettings] = {}
@@ -134,10 +112,6 @@ def run(args: argparse.Namespace) -> int:
         if settings.port == 0:
             raise SettingsError(f"{name} port: `up` needs a fixed port")
         settings_of[name] = settings
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-    if args.prepare:
-        prepare_services(names, settings_of, args)
-
     stopping = threading.Event()
 
     def request_stop(_signum: int, _frame: Any) -> None:
@@ -146,33 +120,21 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    global_args = ["--config", args.config] if args.config else []
-    processes = [
-        ServiceProcess(
-            service=name,
-            port=settings_of[name].port,
-            host=settings_of[name].host,
-            global_args=global_args,
-            log_path=args.log_dir / f"{name}.log",
-        )
-        for name in names
-    ]
     started = time.monotonic()
-    # Start every child before this process opens any gRPC channel (no fork after grpc init).
-    for proc in processes:
-        proc.start()
     try:
-        for proc in processes:
-            remaining = args.ready_timeout - (time.monotonic() - started)
-            probe_host = "127.0.0.1" if proc.host in ("0.0.0.0", "::", "[::]") else proc.host
-            probe = ServiceProcess(proc.service, proc.port, host=probe_host, process=proc.process)
-            probe.wait_serving(max(remaining, 0.1), probe_options(args, settings_of[proc.service]))
-            if stopping.is_set():
-                break
+        suite = start_suite(
+            names,
+            log_dir=args.log_dir,
+            config_path=args.config,
+            ready_timeout_s=args.ready_timeout,
+            probe_options=lambda settings: probe_options(args, settings),
+            prepare_models=args.prepare,
+            log=lambda line: print(line, flush=True),
+        )
     except (TimeoutError, RuntimeError) as exc:
         print(f"shoptwin up: {exc}; see the logs in {args.log_dir}", file=sys.stderr)
-        stop_all(processes)
         return 1
+    processes = suite.processes
 
     rows = [
         {
@@ -197,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         if failed:
             print(f"shoptwin up: {', '.join(failed)} exited; stopping the rest", file=sys.stderr)
             break
-    codes = stop_all(processes, timeout_s=max(s.grace_s for s in settings_of.values()) + 10)
+    codes = suite.stop(timeout_s=max(s.grace_s for s in settings_of.values()) + 10)
     bad = {p.service: c for p, c in zip(processes, codes, strict=True) if c != 0}
     if bad:
         print(f"shoptwin up: non-zero exit codes: {bad}", file=sys.stderr)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -66,6 +66,9 @@ class ServiceDefinition:
     #: answer (a default model) when nothing is configured; ``shoptwin up`` runs it before
     #: starting the service. Idempotent: it reuses what exists.
     prepare: str | None = None
+    #: Options naming the address of another service this one calls, e.g.
+    #: {"dispatch_target": "dispatch"}; launchers that pick free ports rewire them.
+    upstreams: Mapping[str, str] = field(default_factory=dict)
 
     def load_factory(self) -> AppFactory:
         return _import_attr(self.factory)
