@@ -36,11 +36,15 @@ pytest: venv
 ## test: everything CI runs
 test: protos-check lint pytest
 
-## run: the main job
+## run: the main job: build default models, start the four services, drive them with the
+## simulator's `demo` scenario in live mode (shoppers, support messages, orders, vans and
+## their telemetry through the 5G model), print the summary, write the report, stop them.
 run: venv
-	$(VENV)/bin/shoptwin up
+	$(VENV)/bin/shoptwin simulate demo --mode live --up --out .shoptwin/runs/demo
 
-up: run
+## up: only start the four services (Ctrl-C stops them)
+up: venv
+	$(VENV)/bin/shoptwin up
 
 clean:
 	rm -rf $(VENV) .shoptwin .mypy_cache .ruff_cache .pytest_cache
