@@ -17,7 +17,12 @@ def default_config() -> TrainConfig:
     item-item part (so only the blend weights are tuned), to keep first start-up quick."""
     from services.recommendation.train import TrainConfig
 
-    return TrainConfig(ease_lambda_grid=(300.0,), tau_input_grid=(120.0,), validation_windows=1)
+    return TrainConfig(
+        ease_lambda_grid=(300.0,),
+        tau_input_grid=(120.0,),
+        tau_matrix_grid=(120.0,),
+        validation_windows=1,
+    )
 
 
 def default_model_root(data_dir: Path) -> Path:

@@ -24,7 +24,12 @@ import torch
 
 from services.recommendation.data import EVENT_TYPES, EVENT_WEIGHTS
 from services.recommendation.features import Popularity, UserHistory
-from services.recommendation.model import HistoryBatch, RecommenderModel, score_batch
+from services.recommendation.model import (
+    HistoryBatch,
+    RecommenderModel,
+    score_batch,
+    top_k_rows,
+)
 from services.recommendation.store import FeedbackStore, StoredEvent
 from services.recommendation.train import newest_model_dir
 from services.runtime.errors import (
@@ -247,7 +252,7 @@ class ServingState:
             if p.query.filter.in_stock_only and self.out_of_stock.any():
                 scores[row].masked_fill_(torch.from_numpy(self.out_of_stock), -torch.inf)
         k_max = min(max(p.query.k for p in prepared), n)
-        values, indices = torch.topk(scores, k_max, dim=1)
+        values, indices = top_k_rows(scores, k_max)
         results = []
         for row, p in enumerate(prepared):
             items = []

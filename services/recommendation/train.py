@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -41,10 +42,16 @@ class TrainConfig:
 
     ease_lambda: float = 300.0
     tau_input_days: float = 90.0
+    #: Recency weighting of the EASE training matrix: a (user, item) cell is
+    #: ``exp(-days since the user last bought the item / tau_matrix_days)`` instead of 1, so the
+    #: co-purchase structure follows what shoppers buy now (the catalogue is seasonal).
+    #: ``math.inf`` (or any value beyond the log's span, e.g. 1e6) gives the binary matrix.
+    tau_matrix_days: float = 120.0
     label_days: float = 61.0
     validation_windows: int = 2
-    ease_lambda_grid: tuple[float, ...] = (150.0, 300.0, 600.0)
-    tau_input_grid: tuple[float, ...] = (60.0, 120.0, 1e6)
+    ease_lambda_grid: tuple[float, ...] = (150.0, 300.0)
+    tau_input_grid: tuple[float, ...] = (60.0, 120.0)
+    tau_matrix_grid: tuple[float, ...] = (120.0, 365.0, 1e6)
     beta_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
     alpha_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     tau_repeat_grid: tuple[float, ...] = (90.0, 365.0, 1e6)
@@ -132,14 +139,36 @@ def build_popularity(log: IndexedLog, reference_time: float) -> Popularity:
     return popularity
 
 
-def fit_item_item(log: IndexedLog, config: TrainConfig) -> ItemItem:
-    """EASE (closed form) on the binary user-item matrix, or low-rank factors above the limit."""
+def interaction_matrix_cells(
+    log: IndexedLog, reference_time: float | None, tau_matrix_days: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The nonzero cells of the item-item training matrix: keys ``user * num_items + item`` and
+    values ``exp(-days since the user's last event on the item / tau_matrix_days)`` (all 1 when
+    ``tau_matrix_days`` is infinite or no reference time is given)."""
+    keys, inverse = np.unique(log.users * log.num_items + log.items, return_inverse=True)
+    if reference_time is None or math.isinf(tau_matrix_days):
+        return keys, np.ones(len(keys))
+    last = np.full(len(keys), -np.inf)
+    np.maximum.at(last, inverse, log.times)
+    age_days = np.maximum(reference_time - last, 0.0) / DAY
+    return keys, np.exp(-age_days / tau_matrix_days)
+
+
+def fit_item_item(
+    log: IndexedLog, config: TrainConfig, reference_time: float | None = None
+) -> ItemItem:
+    """EASE (closed form) on the user-item matrix, or low-rank factors above the limit.
+
+    The matrix is binary, or recency-weighted when ``reference_time`` is given and
+    ``config.tau_matrix_days`` is finite (see :func:`interaction_matrix_cells`).
+    """
     n = log.num_items
+    keys, values = interaction_matrix_cells(log, reference_time, config.tau_matrix_days)
     binary = (
         torch.zeros(log.num_users, n, dtype=torch.float64) if n <= config.max_dense_items else None
     )
     if binary is not None:
-        binary[torch.from_numpy(log.users), torch.from_numpy(log.items)] = 1.0
+        binary[torch.from_numpy(keys // n), torch.from_numpy(keys % n)] = torch.from_numpy(values)
         gram = binary.T @ binary
         gram += config.ease_lambda * torch.eye(n, dtype=torch.float64)
         precision = torch.linalg.inv(gram)
@@ -147,10 +176,9 @@ def fit_item_item(log: IndexedLog, config: TrainConfig) -> ItemItem:
         weights.fill_diagonal_(0.0)
         return ItemItem(dense=weights.float())
     # Large catalogue: truncated SVD of the binary matrix (PureSVD); x P Q^T with P = Q = V.
-    keys = np.unique(log.users * n + log.items)
     matrix = torch.sparse_coo_tensor(
         torch.from_numpy(np.stack([keys // n, keys % n])),
-        torch.ones(len(keys)),
+        torch.from_numpy(values).float(),
         (log.num_users, n),
         check_invariants=False,
     )
@@ -229,17 +257,20 @@ class _ValidationWindow:
         new_target = self.target & ~self.seen
         self.has_new = new_target.any(dim=1)
         self.new_target = new_target[self.has_new]
-        self.models: dict[float, ItemItem] = {}
+        self.models: dict[tuple[float, float], ItemItem] = {}
 
-    def item_item(self, lam: float) -> ItemItem:
-        if lam not in self.models:
-            self.models[lam] = fit_item_item(self.before, replace(self.config, ease_lambda=lam))
-        return self.models[lam]
+    def item_item(self, lam: float, tau_matrix: float) -> ItemItem:
+        if (lam, tau_matrix) not in self.models:
+            settings = replace(self.config, ease_lambda=lam, tau_matrix_days=tau_matrix)
+            self.models[lam, tau_matrix] = fit_item_item(self.before, settings, self.cut)
+        return self.models[lam, tau_matrix]
 
-    def scores(self, lam: float, tau: float, weights: BlendWeights) -> torch.Tensor:
+    def scores(
+        self, lam: float, tau_matrix: float, tau: float, weights: BlendWeights
+    ) -> torch.Tensor:
         with torch.no_grad():
             return score_batch(
-                self.item_item(lam),
+                self.item_item(lam, tau_matrix),
                 weights,
                 self.popularity,
                 self.histories[tau].batch(self.users),
@@ -250,14 +281,20 @@ class _ValidationWindow:
         return float(dense_recall_ndcg(scores, self.target, 20)[0].mean())
 
     def recall_new(self, scores: torch.Tensor) -> float:
+        return self.recall_new_with_error(scores)[0]
+
+    def recall_new_with_error(self, scores: torch.Tensor) -> tuple[float, float]:
+        """Mean new-item Recall@20 over users and its standard error."""
         masked = scores[self.has_new].masked_fill(self.seen[self.has_new], -torch.inf)
-        return float(dense_recall_ndcg(masked, self.new_target, 20)[0].mean())
+        per_user = dense_recall_ndcg(masked, self.new_target, 20)[0].double()
+        error = float(per_user.std()) / max(len(per_user), 1) ** 0.5 if len(per_user) > 1 else 0.0
+        return float(per_user.mean()), error
 
 
 def _tune_blend(
     log: IndexedLog, end: float, config: TrainConfig, progress: bool
-) -> tuple[float, float, BlendWeights, dict[str, float]]:
-    """Choose EASE lambda, input decay and the blend weights on validation windows.
+) -> tuple[float, float, float, BlendWeights, dict[str, float]]:
+    """Choose EASE lambda, matrix recency weighting, input decay and blend weights (validation).
 
     ``validation_windows`` consecutive windows of ``label_days`` each end at ``end``; a setting
     is judged by its mean over them (one season alone over-fits). The item-item part and the
@@ -275,32 +312,50 @@ def _tune_blend(
                 windows.append(window)
     if not windows:
         raise ValueError("no purchases to validate on at the end of the training window")
-    grid = [(lam, tau) for lam in config.ease_lambda_grid for tau in config.tau_input_grid]
+    grid = [
+        (lam, tau_matrix, tau)
+        for lam in config.ease_lambda_grid
+        for tau_matrix in config.tau_matrix_grid
+        for tau in config.tau_input_grid
+    ]
     bar = tqdm(
         total=len(windows) * (len(grid) + 1),
         desc="tuning blend on validation windows",
         unit="step",
         disable=not progress,
     )
-    new_recall: dict[tuple[float, float, float], float] = {}
+    new_recall: dict[tuple[float, float, float, float], float] = {}
+    new_error: dict[tuple[float, float, float, float], float] = {}
     for window in windows:
-        for lam, tau in grid:
-            base = window.scores(lam, tau, BlendWeights(alpha=0.0, beta=0.0))
+        for lam, tau_matrix, tau in grid:
+            base = window.scores(lam, tau_matrix, tau, BlendWeights(alpha=0.0, beta=0.0))
             for beta in config.beta_grid:
-                value = window.recall_new(base + beta * window.popularity.unsqueeze(0))
-                key = (lam, tau, beta)
+                value, error = window.recall_new_with_error(
+                    base + beta * window.popularity.unsqueeze(0)
+                )
+                key = (lam, tau_matrix, tau, beta)
                 new_recall[key] = new_recall.get(key, 0.0) + value / len(windows)
+                new_error[key] = new_error.get(key, 0.0) + (error / len(windows)) ** 2
             bar.update(1)
-    lam, tau, beta = max(new_recall, key=lambda key: new_recall[key])
+        window.models.clear()  # the dense EASE matrices are large; keep one window's at a time
+    lam, tau_matrix, tau, best_beta = max(new_recall, key=lambda key: new_recall[key])
+    # One-standard-error rule on the popularity weight: the smallest beta whose validation
+    # recall is within one standard error of the best. Popularity's gain on the validation
+    # windows (summer) does not carry over to a season change, and within the error bar the
+    # simpler, more personal ranking is the safer choice.
+    threshold = new_recall[lam, tau_matrix, tau, best_beta] - math.sqrt(
+        new_error[lam, tau_matrix, tau, best_beta]
+    )
+    beta = min(b for b in config.beta_grid if new_recall[lam, tau_matrix, tau, b] >= threshold)
     all_recall: dict[BlendWeights, float] = {}
     for window in windows:
-        base = window.scores(lam, tau, BlendWeights(alpha=0.0, beta=beta))
+        base = window.scores(lam, tau_matrix, tau, BlendWeights(alpha=0.0, beta=beta))
         candidates = [BlendWeights(0.0, beta)]
         all_recall[candidates[0]] = all_recall.get(candidates[0], 0.0) + window.recall_all(
             base
         ) / len(windows)
         for tau_repeat in config.tau_repeat_grid:
-            repeat = window.scores(lam, tau, BlendWeights(1.0, beta, tau_repeat)) - base
+            repeat = window.scores(lam, tau_matrix, tau, BlendWeights(1.0, beta, tau_repeat)) - base
             for alpha in config.alpha_grid:
                 weights = BlendWeights(alpha, beta, tau_repeat)
                 value = window.recall_all(base + alpha * repeat)
@@ -310,11 +365,11 @@ def _tune_blend(
     weights = max(all_recall, key=lambda key: all_recall[key])
     metrics = {
         "validation_recall@20": round(all_recall[weights], 4),
-        "validation_recall@20_new": round(new_recall[(lam, tau, beta)], 4),
+        "validation_recall@20_new": round(new_recall[(lam, tau_matrix, tau, beta)], 4),
         "validation_windows": float(len(windows)),
         "validation_users": float(sum(len(w.users) for w in windows)),
     }
-    return lam, tau, weights, metrics
+    return lam, tau_matrix, tau, weights, metrics
 
 
 def train(
@@ -339,11 +394,11 @@ def train(
             f"the training window needs events both before and within its last "
             f"{config.label_days:g} days (the label window)"
         )
-    lam, tau_input, weights, metrics = _tune_blend(indexed, end, config, progress)
-    config = replace(config, ease_lambda=lam, tau_input_days=tau_input)
+    lam, tau_matrix, tau_input, weights, metrics = _tune_blend(indexed, end, config, progress)
+    config = replace(config, ease_lambda=lam, tau_input_days=tau_input, tau_matrix_days=tau_matrix)
     history = build_history(indexed, end, tau_input)
     popularity = build_popularity(indexed, end)
-    item_item = fit_item_item(indexed, config)
+    item_item = fit_item_item(indexed, config, end)
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     trained_at = time.time()
     digest = hashlib.sha256()
@@ -355,6 +410,7 @@ def train(
         {
             "ease_lambda": lam,
             "tau_input_days": tau_input,
+            "tau_matrix_days": tau_matrix,
             "label_days": config.label_days,
             "validation_windows": config.validation_windows,
             "max_dense_items": config.max_dense_items,

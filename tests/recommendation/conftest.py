@@ -24,6 +24,7 @@ FAST_CONFIG = TrainConfig(
     label_days=30.0,
     ease_lambda_grid=(5.0, 20.0),
     tau_input_grid=(60.0,),
+    tau_matrix_grid=(60.0, 1e6),
     beta_grid=(0.0, 0.1),
     alpha_grid=(1.0,),
     tau_repeat_grid=(365.0,),
