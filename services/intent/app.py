@@ -14,11 +14,8 @@ from services.intent.config import IntentOptions
 from services.intent.inference import IntentModel, ModelFormatError, resolve_model_dir
 from services.intent.order_lookup import DispatchOrderLookup
 from services.intent.pipeline import IntentPipeline
-from services.intent.server import IntentServicer
+from services.intent.server import SERVICE_NAME, IntentServicer, add_to_server
 from services.runtime.config import ServerSettings
-from shoptwin.v1 import intent_pb2, intent_pb2_grpc
-
-SERVICE_NAME = intent_pb2.DESCRIPTOR.services_by_name["IntentService"].full_name
 
 log = structlog.get_logger("shoptwin.intent")
 
@@ -78,7 +75,7 @@ class IntentApp:
         log.info("model loaded", version=model.version, variant=model.variant, path=str(model_dir))
 
     def register(self, server: aio.Server) -> None:
-        intent_pb2_grpc.add_IntentServiceServicer_to_server(self._servicer, server)
+        add_to_server(self._servicer, server)
 
     async def stop(self) -> None:
         if self._pipeline is not None:

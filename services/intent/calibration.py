@@ -36,13 +36,15 @@ def fit_temperature(
     logits: NDArray[np.floating],
     targets: NDArray[np.integer],
     *,
-    low: float = 0.05,
+    low: float = 0.25,
     high: float = 20.0,
     iterations: int = 80,
 ) -> float:
     """The temperature in [low, high] minimising validation NLL (golden-section search on log T).
 
     NLL is convex in 1/T for a fixed set of logits, so a one-dimensional search finds the optimum.
+    The lower bound matters when validation is perfectly separated: NLL then keeps falling as
+    T -> 0, and an unbounded fit would turn every confidence into 0 or 1.
     """
     if len(targets) == 0:
         return 1.0

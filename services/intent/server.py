@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from services.intent.actions import ActionType, LookupOutcome
 from services.intent.inference import IntentModel
 from services.intent.pipeline import Classification, IntentPipeline, Request
+from services.intent.wire import UndecodableRequest, parse_with
 from services.runtime.errors import UnavailableError, ValidationError
 from services.runtime.validation import require_count, require_text
 from shoptwin.v1 import intent_pb2, intent_pb2_grpc
+
+SERVICE_NAME = intent_pb2.DESCRIPTOR.services_by_name["IntentService"].full_name
 
 MAX_TEXT_CHARS = 2000
 MAX_LANGUAGE_CHARS = 35
@@ -100,15 +104,23 @@ class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
         return self._pipeline
 
     async def Classify(
-        self, request: intent_pb2.ClassifyRequest, context: aio.ServicerContext[Any, Any]
+        self,
+        request: intent_pb2.ClassifyRequest | UndecodableRequest,
+        context: aio.ServicerContext[Any, Any],
     ) -> intent_pb2.ClassifyResponse:
+        if isinstance(request, UndecodableRequest):
+            raise ValidationError(request.field, request.problem)
         parsed = to_request(request)
         pipeline = self._require_pipeline()
         return to_response(await pipeline.classify(parsed))
 
     async def ClassifyBatch(
-        self, request: intent_pb2.ClassifyBatchRequest, context: aio.ServicerContext[Any, Any]
+        self,
+        request: intent_pb2.ClassifyBatchRequest | UndecodableRequest,
+        context: aio.ServicerContext[Any, Any],
     ) -> intent_pb2.ClassifyBatchResponse:
+        if isinstance(request, UndecodableRequest):
+            raise ValidationError(request.field, request.problem)
         require_count("requests", request.requests, low=1, high=MAX_BATCH)
         parsed = [to_request(r, f"requests[{i}].") for i, r in enumerate(request.requests)]
         pipeline = self._require_pipeline()
@@ -127,3 +139,28 @@ class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
             temperature=model.temperature,
             metrics=model.metrics,
         )
+
+
+def add_to_server(servicer: IntentServicer, server: aio.Server) -> None:
+    """Register ``servicer`` like the generated ``add_IntentServiceServicer_to_server``, but with
+    request parsers that let bad UTF-8 surface as INVALID_ARGUMENT naming the field."""
+    handlers = {
+        "Classify": grpc.unary_unary_rpc_method_handler(
+            servicer.Classify,
+            request_deserializer=parse_with(intent_pb2.ClassifyRequest),
+            response_serializer=intent_pb2.ClassifyResponse.SerializeToString,
+        ),
+        "ClassifyBatch": grpc.unary_unary_rpc_method_handler(
+            servicer.ClassifyBatch,
+            request_deserializer=parse_with(intent_pb2.ClassifyBatchRequest),
+            response_serializer=intent_pb2.ClassifyBatchResponse.SerializeToString,
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo,
+            request_deserializer=intent_pb2.GetIntentModelInfoRequest.FromString,
+            response_serializer=intent_pb2.IntentModelInfo.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    # Registered handlers skip the generic lookup per call (as the generated code does).
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
