@@ -17,8 +17,10 @@ import numpy as np
 
 from services.echo.bench import measure_echo, start_echo_process
 from services.intent.defaults import DEFAULT_DATA
+from services.intent.encoder import load_tokenizer
 from services.intent.inference import IntentModel
 from services.intent.pipeline import IntentPipeline, Request
+from services.intent.training import TOKENIZER_FILE
 from services.runtime.bench import closed_loop
 from services.runtime.client import ChannelOptions, create_aio_channel
 from services.runtime.process import ServiceProcess, free_port
@@ -51,6 +53,14 @@ def measure_in_process(
     """Latency of one message at a time: bare tokenize+ONNX per variant, then the pipeline
     (batcher hop, entities, next action; no dispatch) on the served variant."""
     rows = []
+    # Baseline of the same run: the tokenizer alone (what no model can avoid paying).
+    tokenizer = load_tokenizer(model_dir / TOKENIZER_FILE, 128)
+    latencies = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        tokenizer.encode_batch([messages[i % len(messages)]])
+        latencies.append(time.perf_counter() - t0)
+    rows.append(_percentiles("baseline: tokenize only", latencies))
     for variant in ("fp32", "int8"):
         model = IntentModel(model_dir, variant=variant, threads=threads)
         for text in messages[:20]:  # warm-up
