@@ -47,6 +47,13 @@ def register(groups: CommandGroups) -> None:
     train.add_argument("--epochs", type=int, default=4)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=1e-4, help="encoder learning rate")
+    train.add_argument("--head-lr", type=float, default=3e-3, help="head learning rate")
+    train.add_argument(
+        "--init-from", type=Path, help="continue training this model dir (needs torch_state.pt)"
+    )
+    train.add_argument(
+        "--save-torch", action="store_true", help="also save torch weights (for --init-from)"
+    )
     train.add_argument(
         "--frozen-layers", type=int, default=0, help="bottom encoder layers to keep frozen (0..6)"
     )
@@ -146,6 +153,8 @@ def run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         encoder_lr=args.lr,
+        head_lr=args.head_lr,
+        save_torch_state=args.save_torch,
         frozen_layers=args.frozen_layers,
         val_fraction=args.val_fraction,
         oos_reject_rate=args.oos_reject_rate,
@@ -162,6 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             source=str(args.data),
             templates=templates,
+            init_from=args.init_from,
         )
     except FileExistsError as exc:
         raise SettingsError(str(exc)) from None

@@ -27,6 +27,7 @@ TINY_CONFIG = TrainConfig(
     val_fraction=0.2,
     threads=2,
     seed=3,
+    save_torch_state=True,
 )
 
 

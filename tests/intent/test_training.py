@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from services.intent.data import LabeledTexts, stratified_split
 from services.intent.evaluation import evaluate
 from services.intent.inference import IntentModel, resolve_model_dir
-from services.intent.training import length_bucketed_batches
-from tests.intent.conftest import FIXTURE_INTENTS, tiny_dataset
+from services.intent.training import length_bucketed_batches, train_intent_model
+from tests.intent.conftest import FIXTURE_INTENTS, TINY_CONFIG, tiny_dataset
 
 
 def test_model_dir_holds_calibrated_onnx_model(tiny_model_dir: Path) -> None:
@@ -81,3 +83,27 @@ def test_length_buckets_cover_every_index_once_and_group_lengths() -> None:
     assert flat == list(range(500))
     spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
     assert spread < 10  # random batches of 16 would spread over ~50 tokens
+
+
+def test_training_continues_from_a_saved_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = dataclasses.replace(TINY_CONFIG, epochs=1, max_steps=2, save_torch_state=False)
+    result = train_intent_model(
+        tiny_dataset(),
+        tmp_path,
+        config,
+        version="tiny-v2",
+        progress=False,
+        log=lambda _m: None,
+        init_from=tiny_model_dir,
+    )
+    meta = json.loads((result.model_dir / "meta.json").read_text())
+    assert meta["init_from"] == str(tiny_model_dir)
+    assert not (result.model_dir / "torch_state.pt").exists()
+    # Two tiny steps at a low rate barely move a trained model: it still knows its intents.
+    model = IntentModel(result.model_dir)
+    assert model.labels[int(model.probabilities(["where is my order 123456789?"]).argmax())] == (
+        "track_order"
+    )
+    other = LabeledTexts(["a", "b"], ["x", "y"])
+    with pytest.raises(ValueError, match="other labels"):
+        train_intent_model(other, tmp_path, config, progress=False, init_from=tiny_model_dir)
