@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import structlog
 from grpc import aio
 
 from services.intent.actions import ActionType, LookupOutcome
@@ -111,6 +112,9 @@ class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
         if isinstance(request, UndecodableRequest):
             raise ValidationError(request.field, request.problem)
         parsed = to_request(request)
+        if request.conversation_id:
+            # Ties the access-log line of this call to the conversation (task-local context).
+            structlog.contextvars.bind_contextvars(conversation_id=request.conversation_id)
         pipeline = self._require_pipeline()
         return to_response(await pipeline.classify(parsed))
 
