@@ -25,12 +25,18 @@ def default_model_dir(data_dir: Path) -> Path:
 
 
 def ensure_default_model(
-    data_dir: Path, *, progress: bool = True, log: Callable[[str], None] = print
+    data_dir: Path,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    data_path: Path = DEFAULT_DATA,
+    config: TrainConfig = DEFAULT_CONFIG,
 ) -> Path:
     """The default model directory, training it first when it does not exist yet.
 
     A lock file serialises concurrent callers (``make run`` starting several processes): the
-    second one waits and then finds the finished model.
+    second one waits and then finds the finished model. ``data_path`` and ``config`` exist for
+    tests; the product uses the shipped sample and recipe.
     """
     target = default_model_dir(data_dir)
     if (target / META_FILE).is_file():
@@ -40,17 +46,17 @@ def ensure_default_model(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / META_FILE).is_file():
             return target
-        data = load_labeled_csv(DEFAULT_DATA)
-        templates = load_response_templates(DEFAULT_DATA, "intent")
-        log(f"training the default intent model from {DEFAULT_DATA.name} into {target}")
+        data = load_labeled_csv(data_path)
+        templates = load_response_templates(data_path, "intent")
+        log(f"training the default intent model from {data_path.name} into {target}")
         train_intent_model(
             data,
             target.parent,
-            DEFAULT_CONFIG,
+            config,
             version=DEFAULT_VERSION,
             progress=progress,
             log=log,
-            source=f"{DEFAULT_DATA.name} (shipped, CDLA-Sharing-1.0)",
+            source=f"{data_path.name} (shipped, CDLA-Sharing-1.0)",
             templates=templates,
         )
     return target

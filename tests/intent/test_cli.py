@@ -10,6 +10,13 @@ import pytest
 from services.cli.main import main
 
 
+@pytest.fixture(autouse=True)
+def keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    # main() points structlog at the sys.stdout of the moment, which capsys closes after the
+    # test; later tests in this process would then log into a closed file.
+    monkeypatch.setattr("services.cli.main.configure_logging", lambda *_a, **_k: None)
+
+
 def test_train_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("msg,lab\nhello,a\n", encoding="utf-8")

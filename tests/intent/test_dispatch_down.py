@@ -25,6 +25,8 @@ async def test_intent_process_with_dispatch_down(tiny_model_dir: Path, tmp_path:
             str(tmp_path),
             "--log-level",
             "warning",
+            "--metrics-port",
+            "0",  # never the default port: other servers may hold it
         ],
         log_path=tmp_path / "intent.log",
     )
