@@ -55,6 +55,9 @@ class TrainConfig:
     serve_max_length: int = 128  # tokens at inference (messages up to 2,000 characters)
     val_fraction: float = 0.06
     oos_reject_rate: float = 0.05  # in-scope validation share below the OOS threshold
+    # Cap of the threshold: on templated data (Bitext) validation is perfectly separated and
+    # the quantile sits at 0.99999, which would flag nearly every real message out of scope.
+    max_oos_threshold: float = 0.9
     int8_max_drop: float = 0.005  # serve int8 when its val accuracy is at most this much lower
     freeze_word_embeddings: bool = True  # 12M of 22M parameters; freezing halves step time
     frozen_layers: int = 0  # bottom transformer layers kept frozen (no backward through them)
@@ -351,7 +354,11 @@ def train_intent_model(
     chosen = variant_logits[variant]
     temperature = fit_temperature(chosen, val_y) if len(val_y) else 1.0
     probs = softmax(chosen, temperature) if len(val_y) else np.zeros((0, len(labels)))
-    threshold = pick_threshold(probs.max(axis=1), config.oos_reject_rate) if len(val_y) else 0.0
+    threshold = (
+        min(pick_threshold(probs.max(axis=1), config.oos_reject_rate), config.max_oos_threshold)
+        if len(val_y)
+        else 0.0
+    )
     metrics: dict[str, float] = {}
     if len(val_y):
         cm = classification_metrics(val_y, chosen.argmax(1), len(labels))

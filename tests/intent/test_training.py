@@ -25,7 +25,7 @@ def test_model_dir_holds_calibrated_onnx_model(tiny_model_dir: Path) -> None:
     for name in ("model.onnx", "model.int8.onnx", "tokenizer.json", "metrics.json"):
         assert (tiny_model_dir / name).is_file()
     assert 0.25 <= meta["temperature"] <= 20.0
-    assert 0.0 < meta["oos_threshold"] <= 1.0
+    assert 0.0 < meta["oos_threshold"] <= 0.9  # capped: the tiny validation set is separable
     assert meta["metrics"]["val_accuracy"] >= 0.8
     assert json.loads((tiny_model_dir / "templates.json").read_text()) == {
         "get_refund": "I can help with your refund for {{Order Number}}."
