@@ -31,6 +31,7 @@ PRODUCT_SERVICES: tuple[ServiceDefinition, ...] = (
         factory="services.intent.app:create_app",
         options="services.intent.config:IntentOptions",
         upstreams={"dispatch_target": "dispatch"},
+        prepare="services.intent.defaults:ensure_default_model",
         description="customer-service messages to intents, entities and next actions",
     ),
     ServiceDefinition(

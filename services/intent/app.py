@@ -15,6 +15,7 @@ from services.intent.inference import IntentModel, ModelFormatError, resolve_mod
 from services.intent.order_lookup import DispatchOrderLookup
 from services.intent.pipeline import IntentPipeline
 from services.intent.server import SERVICE_NAME, IntentServicer, add_to_server
+from services.runtime.client import RetryPolicy
 from services.runtime.config import ServerSettings
 
 log = structlog.get_logger("shoptwin.intent")
@@ -63,6 +64,15 @@ class IntentApp:
                 options.dispatch_target,
                 timeout_s=options.dispatch_timeout_s,
                 attempts=options.dispatch_attempts,
+                # TLS and token for the call come from the shared upstream_* settings.
+                channel_options=self._settings.upstream_channel_options(
+                    default_timeout_s=options.dispatch_timeout_s,
+                    retry=RetryPolicy(
+                        max_attempts=options.dispatch_attempts,
+                        initial_backoff_s=0.05,
+                        max_backoff_s=0.2,
+                    ),
+                ),
             )
         self._pipeline = IntentPipeline(
             model,
