@@ -426,15 +426,26 @@ class DispatchWorkload:
                 client.unary(
                     "dispatch", "CancelOrder", dispatch_pb2.CancelOrderRequest(order_id=order_id)
                 )
-            elif rpc == "ReportStop" and status.vehicle_id:
+            elif rpc == "ReportStop":
+                vehicle_id, stop_order_id = status.vehicle_id, order_id
+                if not vehicle_id:
+                    # This order found no van (a full fleet under load): deliver the first
+                    # stop some van has instead, so the report is still a real one.
+                    plan = client.unary("dispatch", "GetPlan", dispatch_pb2.GetPlanRequest())
+                    route = next((r for r in plan.routes if r.stops), None) if plan else None
+                    if route is None:
+                        return
+                    vehicle_id, stop_order_id = route.vehicle_id, route.stops[0].order_id
                 client.unary(
                     "dispatch",
                     "ReportStop",
                     dispatch_pb2.ReportStopRequest(
-                        vehicle_id=status.vehicle_id,
-                        order_id=order_id,
+                        vehicle_id=vehicle_id,
+                        order_id=stop_order_id,
                         outcome=dispatch_pb2.STOP_OUTCOME_DELIVERED,
                     ),
+                    # A van's own report may have closed the stop meanwhile.
+                    ok_codes=(grpc.StatusCode.FAILED_PRECONDITION,),
                 )
         elif rpc == "ReportVehiclePosition":
             radius = lw.world.config.shoppers.area_radius_m

@@ -84,6 +84,10 @@ async def test_where_is_my_order_answers_with_dispatch_status(
     assert lookup.order_id == order_id
     assert lookup.status.state == expected.state
     assert lookup.status.vehicle_id == expected.vehicle_id
-    assert lookup.status.eta == expected.eta
+    # Dispatch recomputes an ETA from the current time on each call, so the two answers may
+    # differ by the time between them.
+    eta_gap_s = abs(lookup.status.eta.ToNanoseconds() - expected.eta.ToNanoseconds()) / 1e9
+    assert eta_gap_s < 30
+    assert lookup.status.window == expected.window
     assert reply.next_action.type == intent_pb2.NEXT_ACTION_TYPE_REPLY_WITH_ORDER_STATUS
     assert order_id in reply.next_action.reply_text
