@@ -89,9 +89,11 @@ def server_options(settings: ServerSettings, *, reuse_port: bool) -> list[tuple[
         ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        # Clients may ping this often without being sent GOAWAY(too_many_pings).
+        # Clients may ping this often without being sent GOAWAY(too_many_pings). The key is
+        # C-core's GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, whose string lacks
+        # "recv"; an unknown key is ignored silently and leaves the 5-minute default.
         (
-            "grpc.http2.min_recv_ping_interval_without_data_ms",
+            "grpc.http2.min_ping_interval_without_data_ms",
             int(settings.min_client_ping_interval_s * 1000),
         ),
         ("grpc.http2.max_ping_strikes", 2),
