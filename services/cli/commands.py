@@ -41,3 +41,17 @@ def config_from_args(args: argparse.Namespace) -> tuple[dict[str, object], Path 
     """The parsed ``--config`` file (empty without one) and its path."""
     path = Path(args.config) if getattr(args, "config", None) else None
     return load_config_file(path), path
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """``--json [FILE]``: also write the result as JSON, to FILE or to stdout without one
+    (``args.json_path`` is then ``Path("-")``)."""
+    parser.add_argument(
+        "--json",
+        dest="json_path",
+        type=Path,
+        nargs="?",
+        const=Path("-"),
+        default=None,
+        help="also write JSON (to FILE, or stdout without one)",
+    )

@@ -7,20 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from services.cli.commands import CommandGroups
+from services.cli.commands import CommandGroups, add_json_flag
 from services.runtime.settings import SettingsError
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json",
-        dest="json_path",
-        type=Path,
-        nargs="?",
-        const=Path("-"),
-        default=None,
-        help="also write JSON (to FILE, or stdout without one)",
-    )
 
 
 def register(groups: CommandGroups) -> None:
@@ -53,7 +41,7 @@ def register(groups: CommandGroups) -> None:
         help="count --time-limit in wall-clock seconds (default) or in the search's CPU "
         "seconds (the effort of a quiet machine on a shared one)",
     )
-    _json_flag(parser)
+    add_json_flag(parser)
     parser.set_defaults(handler=run_solomon)
 
     live = groups.bench.add_parser(
@@ -84,7 +72,7 @@ def register(groups: CommandGroups) -> None:
         "--solver-niceness", type=int, default=10, help="passed to the service (0..19)"
     )
     live.add_argument("--seed", type=int, default=7, help="seed of the order generator")
-    _json_flag(live)
+    add_json_flag(live)
     live.set_defaults(handler=run_live)
 
 

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from services.cli.commands import CommandGroups
+from services.cli.commands import CommandGroups, add_json_flag
 from services.runtime.settings import SettingsError
 
 
@@ -35,15 +35,7 @@ def register(groups: CommandGroups) -> None:
     )
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per level")
     parser.add_argument("--payload-bytes", type=int, default=64, help="request payload size")
-    parser.add_argument(
-        "--json",
-        dest="json_path",
-        type=Path,
-        nargs="?",
-        const=Path("-"),
-        default=None,
-        help="also write JSON (to FILE, or stdout without one)",
-    )
+    add_json_flag(parser)
     parser.set_defaults(handler=run)
 
 

@@ -5,20 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from services.cli.commands import CommandGroups
+from services.cli.commands import CommandGroups, add_json_flag
 from services.runtime.settings import SettingsError
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json",
-        dest="json_path",
-        type=Path,
-        nargs="?",
-        const=Path("-"),
-        default=None,
-        help="also write JSON (to FILE, or stdout without one)",
-    )
 
 
 def register(groups: CommandGroups) -> None:
@@ -83,7 +71,7 @@ def register(groups: CommandGroups) -> None:
     ev.add_argument("--oos-label", help="label that marks out-of-scope test messages (e.g. oos)")
     ev.add_argument("--variant", choices=("int8", "fp32"), help="default: the model's choice")
     ev.add_argument("--threads", type=int, default=2)
-    _json_flag(ev)
+    add_json_flag(ev)
     ev.set_defaults(handler=run_eval)
 
     bench = groups.bench.add_parser(
@@ -101,7 +89,7 @@ def register(groups: CommandGroups) -> None:
     bench.add_argument("--threads", type=int, default=1, help="ONNX intra-op threads")
     bench.add_argument("--concurrency", default="1,8,32", help="gRPC in-flight call counts")
     bench.add_argument("--duration", type=float, default=3.0, help="seconds per gRPC level")
-    _json_flag(bench)
+    add_json_flag(bench)
     bench.set_defaults(handler=run_bench)
 
 

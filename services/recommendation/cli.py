@@ -7,20 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from services.cli.commands import CommandGroups
+from services.cli.commands import CommandGroups, add_json_flag
 from services.runtime.settings import SettingsError
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json",
-        dest="json_path",
-        type=Path,
-        nargs="?",
-        const=Path("-"),
-        default=None,
-        help="also write JSON (to FILE, or stdout without one)",
-    )
 
 
 def register(groups: CommandGroups) -> None:
@@ -77,7 +65,7 @@ def register(groups: CommandGroups) -> None:
         action="store_true",
         help="show only the new-items metrics (training purchases removed from ranking, targets)",
     )
-    _json_flag(evaluate)
+    add_json_flag(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
     bench = groups.bench.add_parser(
@@ -103,7 +91,7 @@ def register(groups: CommandGroups) -> None:
     bench.add_argument(
         "--workdir", type=Path, default=None, help="where to write the model (default: a temp dir)"
     )
-    _json_flag(bench)
+    add_json_flag(bench)
     bench.set_defaults(handler=run_bench)
 
 

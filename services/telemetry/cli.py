@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from services.cli.commands import CommandGroups
+from services.cli.commands import CommandGroups, add_json_flag
 from services.runtime.settings import SettingsError
 
 #: The readings/s bar of the issue (TimescaleDB does about 90 k rows/s in TSBS with 8 workers).
@@ -47,15 +47,7 @@ def register(groups: CommandGroups) -> None:
     parser.add_argument(
         "--skip-baselines", action="store_true", help="measure the service only (quicker)"
     )
-    parser.add_argument(
-        "--json",
-        dest="json_path",
-        type=Path,
-        nargs="?",
-        const=Path("-"),
-        default=None,
-        help="also write JSON (to FILE, or stdout without one)",
-    )
+    add_json_flag(parser)
     parser.set_defaults(handler=run)
 
 
