@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +66,7 @@ def start_suite(
     config_path: str | None = None,
     free_ports: bool = False,
     extra_args: Sequence[str] = (),
+    service_args: Mapping[str, Sequence[str]] | None = None,
     ready_timeout_s: float = 300.0,
     probe_options: Callable[[ServerSettings], ChannelOptions] | None = None,
     prepare_models: bool = True,
@@ -75,7 +76,8 @@ def start_suite(
 
     With ``free_ports`` each service gets a free port instead of its configured one, and the
     address options of the services it calls (``ServiceDefinition.upstreams``) point at the
-    started ones. ``extra_args`` go to every ``serve`` command (e.g. ``--log-level warning``).
+    started ones. ``extra_args`` go to every ``serve`` command (e.g. ``--log-level warning``),
+    ``service_args[name]`` to that service's only (e.g. where it keeps its database).
     On failure every started process is stopped and the error re-raised.
     """
     ordered = sorted(dict.fromkeys(names), key=START_ORDER.index)
@@ -89,7 +91,7 @@ def start_suite(
     global_args = ["--config", config_path] if config_path else []
     processes = []
     for name in ordered:
-        args = list(extra_args)
+        args = [*extra_args, *(service_args or {}).get(name, ())]
         if free_ports:
             for option, upstream in get_definition(name).upstreams.items():
                 target = f"127.0.0.1:{ports[upstream]}" if upstream in ports else ""

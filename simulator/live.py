@@ -945,16 +945,31 @@ def live_ok(result: dict[str, Any]) -> list[str]:
     return problems
 
 
-def start_services(log_dir: Path, config_path: str | None, timeout_s: float = 600.0) -> Any:
+def start_services(
+    log_dir: Path, config_path: str | None, state_dir: Path, timeout_s: float = 600.0
+) -> Any:
     """Start the four services on their configured ports (building missing default models
-    first), as ``shoptwin up`` does, and wait until each is SERVING; returns the suite."""
+    first), as ``shoptwin up`` does, and wait until each is SERVING; returns the suite.
+
+    The services keep this run's state (dispatch plan, telemetry readings, feedback log) in
+    ``state_dir``: the scenario's ids repeat from run to run with the same seed, so state left
+    by an earlier run would turn this run's orders into duplicates.
+    """
     from services.registry import PRODUCT_SERVICES
     from services.suite import start_suite
 
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for stale in state_dir.glob("*.sqlite3*"):
+        stale.unlink()
     return start_suite(
         [d.name for d in PRODUCT_SERVICES],
         log_dir=log_dir,
         config_path=config_path,
+        service_args={
+            "dispatch": ["--db-path", str(state_dir / "dispatch.sqlite3")],
+            "telemetry": ["--database", str(state_dir / "telemetry.sqlite3")],
+            "recommendation": ["--feedback-db", str(state_dir / "feedback.sqlite3")],
+        },
         ready_timeout_s=timeout_s,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
@@ -985,7 +1000,7 @@ def run_live_command(
     suite = None
     if up:
         try:
-            suite = start_services(log_dir, config_path)
+            suite = start_services(log_dir, config_path, out / "state")
         except (TimeoutError, RuntimeError) as exc:
             print(
                 f"shoptwin simulate: services did not start: {exc}; see {log_dir}", file=sys.stderr
