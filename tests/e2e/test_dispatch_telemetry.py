@@ -4,7 +4,6 @@ and the ETA."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,17 +19,9 @@ from shoptwin.v1 import (
     telemetry_pb2_grpc,
 )
 from tests.dispatch.test_service import geo, ts, window
+from tests.dispatch.test_telemetry_feed import wait_until
 
 DEPOT = (51.5007, -0.1246)
-
-
-async def eventually(check: object, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def test_telemetry_readings_move_dispatch_eta(tmp_path: Path) -> None:
@@ -71,7 +62,7 @@ async def test_telemetry_readings_move_dispatch_eta(tmp_path: Path) -> None:
             async def subscribed() -> bool:
                 return bool(feed.connected)
 
-            await eventually(subscribed)
+            await wait_until(subscribed, timeout_s=30)
 
             # The van uploads through the real ingestion path; its device id is the vehicle id.
             async def batches() -> AsyncIterator[telemetry_pb2.UploadRequest]:
@@ -103,7 +94,7 @@ async def test_telemetry_readings_move_dispatch_eta(tmp_path: Path) -> None:
                     and status.eta.ToNanoseconds() > planned.eta.ToNanoseconds()
                 )
 
-            await eventually(moved)
+            await wait_until(moved, timeout_s=30)
             status = await stub.GetOrderStatus(dispatch_pb2.GetOrderStatusRequest(order_id="o1"))
             delay_s = (status.eta.ToNanoseconds() - planned.eta.ToNanoseconds()) / 1e9
             # 6.7 km from the van's reported position at 10 m/s instead of 1.2 km from the
