@@ -30,6 +30,7 @@ PROVIDERS: tuple[str, ...] = (
     "services.dispatch.cli",
     "services.telemetry.cli",
     "simulator.cli",
+    "simulator.capacity.cli",
     "loadtests.cli",
 )
 
