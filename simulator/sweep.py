@@ -509,7 +509,7 @@ def load_inputs(
 
 
 @contextmanager
-def progress_bar(total: int, desc: str, disable: bool) -> Iterator[Callable[[], None]]:
+def progress_bar(total: int | None, desc: str, disable: bool) -> Iterator[Callable[[], None]]:
     """A tqdm bar on stderr counting finished runs; yields the callback that advances it."""
     from tqdm import tqdm
 
