@@ -141,10 +141,7 @@ SCENARIO = (
 def _calibration(tmp_path: Path, factor: float) -> Path:
     """The shipped calibration with recommendation's service times multiplied by ``factor``."""
     data: dict[str, Any] = json.loads(
-        Path(load_calibration.__code__.co_filename)
-        .with_name("calibration")
-        .joinpath("default.json")
-        .read_text()
+        resources.files("simulator").joinpath("calibration/default.json").read_text("utf-8")
     )
     for rpc in data["services"]["recommendation"]["rpcs"].values():
         rpc["mean_ms"] *= factor
