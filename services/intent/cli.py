@@ -32,7 +32,9 @@ def register(groups: CommandGroups) -> None:
         "<data-dir>/models/intent (no-op when it exists)",
     )
     train.add_argument("--data-dir", type=Path, default=Path(".shoptwin"), help="for --default")
-    train.add_argument("--epochs", type=int, default=4)
+    train.add_argument(
+        "--epochs", type=int, default=4, help="0 with --init-from: re-export and re-calibrate only"
+    )
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=1e-4, help="encoder learning rate")
     train.add_argument("--head-lr", type=float, default=3e-3, help="head learning rate")
@@ -113,8 +115,9 @@ def run_train(args: argparse.Namespace) -> int:
         raise SettingsError("--data: required (or pass --default)")
     if args.out is None:
         raise SettingsError("--out: required")
-    if args.epochs < 1:
-        raise SettingsError("--epochs: must be >= 1")
+    if args.epochs < 0 or (args.epochs == 0 and args.init_from is None):
+        # 0 epochs re-exports, re-quantises and re-calibrates an --init-from model as is.
+        raise SettingsError("--epochs: must be >= 1 (or 0 with --init-from: re-export only)")
     if args.batch_size < 2:
         raise SettingsError("--batch-size: must be >= 2")
     if not 0.0 < args.val_fraction < 0.5:

@@ -107,3 +107,26 @@ def test_training_continues_from_a_saved_model(tiny_model_dir: Path, tmp_path: P
     other = LabeledTexts(["a", "b"], ["x", "y"])
     with pytest.raises(ValueError, match="other labels"):
         train_intent_model(other, tmp_path, config, progress=False, init_from=tiny_model_dir)
+
+
+def test_int8_holds_refuses_int8_only_when_validation_shows_it_is_worse() -> None:
+    import numpy as np
+
+    from services.intent.training import int8_holds
+
+    fp32 = np.ones(600, dtype=bool)
+    fp32[:40] = False
+    # Drop within the tolerance.
+    int8 = fp32.copy()
+    int8[100:102] = False
+    assert int8_holds(fp32, int8, max_drop=0.005)
+    # 6 lost, 2 gained: a 0.67-point drop, but P(>= 6 of 8 | fair) = 0.145 is not significant.
+    int8 = fp32.copy()
+    int8[100:106] = False
+    int8[:2] = True
+    assert int8_holds(fp32, int8, max_drop=0.005)
+    # 12 lost, none gained: P = 1/4096, int8 is worse.
+    int8 = fp32.copy()
+    int8[100:112] = False
+    assert not int8_holds(fp32, int8, max_drop=0.005)
+    assert int8_holds(fp32[:0], int8[:0], max_drop=0.005)
