@@ -22,6 +22,8 @@ import numpy as np
 import simpy
 
 DISTRIBUTIONS = ("exponential", "deterministic", "lognormal")
+VARIABILITY = ("fixed", "proportional")
+LOAD_DEPENDENCE_KEYS = ("concurrency", "throughput", "mean_ms", "p50_ms", "p95_ms", "p99_ms")
 
 
 class CalibrationError(ValueError):
@@ -38,15 +40,29 @@ class RpcCalibration:
     mean_ms: float = 1.0
     cv: float = 0.5
     per_item_ms: float = 0.0
+    #: Time of a call outside the service's queue (client, network, gRPC framing), added to its
+    #: latency but never queued; half before the queue, half after. Measured as the bare echo
+    #: RPC's latency by ``shoptwin capacity calibrate``.
+    overhead_ms: float = 0.0
+    #: The measured closed-loop ladder the numbers were fitted from (for the record; rows of
+    #: concurrency, throughput, mean/p50/p95/p99 latency).
+    load_dependence: tuple[Mapping[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
 class Batching:
     """A batcher: a free worker takes up to ``max_batch`` queued requests, waiting up to
-    ``max_wait_ms`` for more when fewer are queued."""
+    ``max_wait_ms`` for more when fewer are queued.
+
+    A batch of ``n`` items takes ``a + b·n`` with ``a`` drawn from the RPC's distribution
+    (``mean_ms``, ``cv``) and ``b`` its ``per_item_ms``. ``variability`` says where the noise
+    goes: ``fixed`` (only ``a`` varies) or ``proportional`` (the whole batch time is scaled by
+    one draw of mean 1 and the RPC's ``cv``: CPU contention slows the whole batch, which is what
+    measurements on a shared machine show)."""
 
     max_batch: int = 32
     max_wait_ms: float = 2.0
+    variability: str = "fixed"
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,51 @@ def _number(value: Any, key: str, minimum: float = 0.0) -> float:
     return float(value)
 
 
+def _load_dependence(value: Any, key: str) -> tuple[Mapping[str, float], ...]:
+    if not isinstance(value, list):
+        raise CalibrationError(f"{key}: expected a list of objects")
+    rows = []
+    for index, row in enumerate(value):
+        if not isinstance(row, dict):
+            raise CalibrationError(f"{key}[{index}]: expected an object")
+        rows.append(
+            {
+                name: _number(row.get(name), f"{key}[{index}].{name}")
+                for name in LOAD_DEPENDENCE_KEYS
+                if name in row or name == "concurrency"
+            }
+        )
+    return tuple(rows)
+
+
+def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
+    """The JSON object of a calibration (``parse_calibration`` reads it back)."""
+    services: dict[str, Any] = {}
+    for name, svc in calibration.services.items():
+        rpcs: dict[str, Any] = {}
+        for rpc, r in svc.rpcs.items():
+            entry: dict[str, Any] = {
+                "distribution": r.distribution,
+                "mean_ms": r.mean_ms,
+                "cv": r.cv,
+                "per_item_ms": r.per_item_ms,
+            }
+            if r.overhead_ms:
+                entry["overhead_ms"] = r.overhead_ms
+            if r.load_dependence:
+                entry["load_dependence"] = [dict(row) for row in r.load_dependence]
+            rpcs[rpc] = entry
+        batching = None
+        if svc.batching is not None:
+            batching = {
+                "max_batch": svc.batching.max_batch,
+                "max_wait_ms": svc.batching.max_wait_ms,
+                "variability": svc.batching.variability,
+            }
+        services[name] = {"workers": svc.workers, "batching": batching, "rpcs": rpcs}
+    return {"version": 1, "provenance": dict(calibration.provenance), "services": services}
+
+
 def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> Calibration:
     """A calibration from its JSON object; ``CalibrationError`` names the key at fault."""
     services_raw = data.get("services")
@@ -115,15 +176,25 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 mean_ms=_number(r.get("mean_ms"), f"{rkey}.mean_ms"),
                 cv=_number(r.get("cv", 0.5), f"{rkey}.cv"),
                 per_item_ms=_number(r.get("per_item_ms", 0.0), f"{rkey}.per_item_ms"),
+                overhead_ms=_number(r.get("overhead_ms", 0.0), f"{rkey}.overhead_ms"),
+                load_dependence=_load_dependence(
+                    r.get("load_dependence", []), f"{rkey}.load_dependence"
+                ),
             )
         batching = None
         if raw.get("batching") is not None:
             b = raw["batching"]
             if not isinstance(b, dict):
                 raise CalibrationError(f"{key}.batching: expected an object or null")
+            variability = b.get("variability", "fixed")
+            if variability not in VARIABILITY:
+                raise CalibrationError(
+                    f"{key}.batching.variability: one of {', '.join(VARIABILITY)}"
+                )
             batching = Batching(
                 max_batch=int(_number(b.get("max_batch", 32), f"{key}.batching.max_batch", 1)),
                 max_wait_ms=_number(b.get("max_wait_ms", 0.0), f"{key}.batching.max_wait_ms"),
+                variability=variability,
             )
         services[name] = ServiceCalibration(workers, rpcs, batching)
     return Calibration(services, dict(data.get("provenance") or {}))
@@ -156,7 +227,9 @@ class ServiceTimeSampler:
         self.calibration = calibration
         self.rng = rng
         self.per_item_s = calibration.per_item_ms / 1000.0
+        self.mean_s = calibration.mean_ms / 1000.0
         self._buffer: list[float] = []
+        self._unit: ServiceTimeSampler | None = None
 
     def _refill(self) -> None:
         c = self.calibration
@@ -176,6 +249,13 @@ class ServiceTimeSampler:
         if not self._buffer:
             self._refill()
         return self._buffer.pop() + self.per_item_s * items
+
+    def unit_sample(self) -> float:
+        """A factor of mean 1 with this RPC's distribution and ``cv`` (proportional noise)."""
+        if self._unit is None:
+            unit = replace(self.calibration, mean_ms=1000.0, per_item_ms=0.0)
+            self._unit = ServiceTimeSampler(unit, self.rng)
+        return self._unit.sample(0)
 
 
 @dataclass
@@ -205,6 +285,7 @@ class Station:
         self.calibration = calibration
         self.workers = calibration.workers
         self.samplers = {rpc: ServiceTimeSampler(c, rng) for rpc, c in calibration.rpcs.items()}
+        self._overhead_s = {rpc: c.overhead_ms / 1000.0 for rpc, c in calibration.rpcs.items()}
         self.stats: dict[str, RpcStats] = {rpc: RpcStats() for rpc in calibration.rpcs}
         self.window_s = window_s
         self.busy_s: dict[int, float] = {}
@@ -231,13 +312,20 @@ class Station:
         """Process body: queue, be served, return the time spent in the service (s)."""
         env = self.env
         arrived = env.now
+        overhead = self._overhead_s[rpc]
+        if overhead > 0:
+            # Client and gRPC time outside the queue: half on the way in, half on the way out.
+            yield env.timeout(overhead / 2)
         if self._batching is not None:
             done = env.event()
-            self._queue.append((rpc, items, arrived, done))
+            self._queue.append((rpc, items, env.now, done))
             if self._idle:
                 self._idle.pop().succeed()
             yield done
+            if overhead > 0:
+                yield env.timeout(overhead / 2)
             return float(env.now - arrived)
+        queued = env.now
         if self._free > 0:
             self._free -= 1
         else:
@@ -246,13 +334,15 @@ class Station:
             yield turn
         started = env.now
         service = self.samplers[rpc].sample(items)
-        self._account(started, service, started - arrived)
+        self._account(started, service, started - queued)
         yield env.timeout(service)
         if self._waiting:
             # Hand the server straight to the next in line.
             self._waiting.popleft().succeed()
         else:
             self._free += 1
+        if overhead > 0:
+            yield env.timeout(overhead / 2)
         return float(env.now - arrived)
 
     def _batch_worker(self) -> Generator[simpy.Event, Any, None]:
@@ -260,6 +350,7 @@ class Station:
         assert self._batching is not None
         max_batch = self._batching.max_batch
         max_wait = self._batching.max_wait_ms / 1000.0
+        proportional = self._batching.variability == "proportional"
         while True:
             if not self._queue:
                 wake = env.event()
@@ -274,7 +365,11 @@ class Station:
             # One model call for the batch: the fixed part once, the per-item part per request.
             rpc = batch[0][0]
             sampler = self.samplers[rpc]
-            service = sampler.sample(0) + sampler.per_item_s * sum(b[1] for b in batch)
+            items = sum(b[1] for b in batch)
+            if proportional:
+                service = sampler.unit_sample() * (sampler.mean_s + sampler.per_item_s * items)
+            else:
+                service = sampler.sample(0) + sampler.per_item_s * items
             started = env.now
             self._account(started, service, sum(started - b[2] for b in batch))
             self.batches += 1

@@ -1,15 +1,299 @@
-"""Placeholder while this step is being built; the command says so instead of pretending."""
+"""``shoptwin capacity calibrate``: measure the real services through gRPC and write the
+calibration file model mode reads.
+
+For each service: a closed-loop ladder (concurrency 1, 2, 4, ... by default) through the real
+gRPC path from a generator in its own process, the bare echo RPC at concurrency 1 in the same
+run (the overhead outside the queue), a straight-line fit of mean latency against concurrency
+(``fit.fit_batching``: per-batch and per-item time of the take-all batcher) and the noise (cv)
+of a lone call. The ladder is kept in the file (``load_dependence``) for the record. Services
+not measured keep their entries from ``--base`` so the file stays complete for model mode.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
+import shlex
 import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from services.runtime.settings import SettingsError
+
+DEFAULT_LADDER = "1,2,4,8,16,32"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments yet."""
+    """Flags of ``shoptwin capacity calibrate``."""
+    from simulator.capacity.harness import add_common_arguments
+
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--duration", type=float, default=4.0, help="measured seconds per ladder level"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="unmeasured seconds before each level"
+    )
+    parser.add_argument(
+        "--concurrencies",
+        default=DEFAULT_LADDER,
+        help=f"closed-loop ladder (default {DEFAULT_LADDER})",
+    )
+    parser.add_argument(
+        "--base",
+        default="default",
+        help="calibration whose other services are kept (default: the shipped one)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".shoptwin/capacity/calibration.json"),
+        help="calibration file to write",
+    )
+
+
+def parse_ladder(value: str, flag: str = "--concurrencies") -> list[int]:
+    """A comma-separated list of distinct concurrencies >= 1 (at least two)."""
+    try:
+        levels = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise SettingsError(f"{flag}: expected whole numbers like 1,2,4,8, got {value!r}") from None
+    if len(levels) < 2 or levels[0] < 1:
+        raise SettingsError(f"{flag}: give at least two concurrencies >= 1")
+    return levels
+
+
+def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """Validated flags (``SettingsError`` names the flag)."""
+    from simulator.capacity.harness import check_number, parse_services, parse_targets
+
+    check_number(args.duration, "--duration")
+    check_number(args.warmup, "--warmup", strict=False)
+    check_number(args.workers, "--workers", minimum=1, strict=False, integer=True)
+    return {
+        "services": parse_services(args.services),
+        "targets": parse_targets(args.target),
+        "ladder": parse_ladder(args.concurrencies),
+    }
+
+
+def measure_and_fit(
+    generator: Any,
+    running: Any,
+    services: list[str],
+    ladder: list[int],
+    *,
+    duration_s: float,
+    warmup_s: float,
+    workers: int,
+    log: Any = print,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure echo and each service's ladder, fit the model; returns the service entries of
+    the calibration (JSON objects) and the raw measurements."""
+    from simulator.capacity.fit import capacity_per_s, fit_batching, simulate_closed
+    from simulator.capacity.harness import MEASURABLE
+    from simulator.capacity.measure import ClosedJob
+    from simulator.platform import Batching, RpcCalibration, ServiceCalibration
+
+    echo = running.workloads["echo"]
+    # Warm the echo server and the channel, then the baseline at concurrency 1.
+    generator.run([ClosedJob(echo, 4, 0.5, 0.5)])
+    echo_result = generator.run([ClosedJob(echo, 1, duration_s, warmup_s)])[0].summary()
+    overhead_ms = echo_result["mean_ms"]
+    log(f"echo: {overhead_ms:.3f} ms mean at concurrency 1 (overhead outside the queue)")
+    entries: dict[str, Any] = {}
+    raw: dict[str, Any] = {"echo": echo_result}
+    for name in services:
+        rpc, max_batch = MEASURABLE[name]
+        workload = running.workloads[name]
+        # Warm-up: model caches, thread pools, first-call allocations.
+        generator.run([ClosedJob(workload, 8, 1.0, 1.0)])
+        results = generator.run([ClosedJob(workload, c, duration_s, warmup_s) for c in ladder])
+        rows = []
+        for result in results:
+            s = result.summary()
+            rows.append(
+                {
+                    "concurrency": s["level"],
+                    "throughput": round(s["throughput"], 1),
+                    "mean_ms": s["mean_ms"],
+                    "p50_ms": s["p50_ms"],
+                    "p95_ms": s["p95_ms"],
+                    "p99_ms": s["p99_ms"],
+                }
+            )
+            log(
+                f"{name}.{rpc} c={s['level']:>3}: {s['throughput']:8.1f}/s  mean "
+                f"{s['mean_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms  errors {s['errors']}"
+            )
+        errors = sum(r.errors for r in results)
+        if errors and errors > 0.01 * sum(r.completed for r in results):
+            raise RuntimeError(f"{name}: {errors} errors while calibrating; see the service log")
+        fit = fit_batching(
+            [r["concurrency"] for r in rows], [r["mean_ms"] for r in rows], overhead_ms
+        )
+        lone = results[0].summary()
+        # Noise of a lone call's own time (overhead excluded): the batch-time factor's cv.
+        import numpy as np
+
+        own = np.asarray(results[0].latencies_ms) - fit.overhead_ms
+        cv = float(np.std(own)) / max(float(np.mean(own)), 1e-6) if own.size > 1 else 0.3
+        rpc_cal = RpcCalibration(
+            distribution="lognormal",
+            mean_ms=round(fit.per_batch_ms, 4),
+            cv=round(min(cv, 3.0), 3),
+            per_item_ms=round(fit.per_item_ms, 4),
+            overhead_ms=round(fit.overhead_ms, 4),
+            load_dependence=tuple(rows),
+        )
+        service = ServiceCalibration(
+            workers=workers,
+            rpcs={rpc: rpc_cal},
+            batching=Batching(max_batch=max_batch, max_wait_ms=0.0, variability="proportional"),
+        )
+        check = [
+            simulate_closed(
+                service, rpc, concurrency=c, duration_s=max(duration_s, 5.0), warmup_s=1.0, seed=c
+            ).summary()
+            for c in ladder
+        ]
+        log(
+            f"{name}.{rpc}: per batch {fit.per_batch_ms:.3f} ms + {fit.per_item_ms:.3f} ms per "
+            f"request, overhead {fit.overhead_ms:.3f} ms, cv {rpc_cal.cv}, r2 {fit.r2:.3f}; "
+            f"capacity {capacity_per_s(service, rpc):.0f}/s"
+        )
+        entries[name] = service
+        raw[name] = {
+            "fit": {
+                "per_batch_ms": fit.per_batch_ms,
+                "per_item_ms": fit.per_item_ms,
+                "overhead_ms": fit.overhead_ms,
+                "r2": fit.r2,
+                "lone_call_mean_ms": lone["mean_ms"],
+            },
+            "ladder": rows,
+            "model_ladder": [
+                {k: c[k] for k in ("level", "throughput", "mean_ms", "p50_ms", "p95_ms")}
+                for c in check
+            ],
+        }
+    return entries, raw
+
+
+def build_calibration(base: Any, entries: dict[str, Any], provenance: dict[str, Any]) -> Any:
+    """``base`` with ``entries`` replacing (or adding) services, and the new provenance."""
+    services = dict(base.services)
+    services.update(entries)
+    return replace(base, services=services, provenance=provenance)
+
+
+def provenance_for(services: list[str], argv: list[str], raw: dict[str, Any]) -> dict[str, Any]:
+    """Where the numbers came from: commit, host, command, time, which services were measured."""
+    from services.runtime.bench import git_commit
+
+    return {
+        "measured": True,
+        "measured_services": services,
+        "source": "shoptwin capacity calibrate: closed-loop ladder through gRPC from a separate "
+        "generator process, line fit of mean latency vs concurrency (per-batch + per-item time), "
+        "bare echo RPC as the overhead outside the queue; services not measured keep the base "
+        "file's entries",
+        "commit": git_commit(),
+        "host": platform.node(),
+        "cpus": __import__("os").cpu_count(),
+        "command": "shoptwin " + shlex.join(argv),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "echo_mean_ms": raw["echo"]["mean_ms"],
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    print("shoptwin: error: this command is not built yet", file=sys.stderr)
-    return 2
+    """Calibrate the services and write the file."""
+    from simulator.capacity.measure import LoadGenerator
+
+    checked = check_arguments(args)
+    from simulator.platform import CalibrationError, calibration_to_json, load_calibration
+
+    try:
+        base = load_calibration(args.base)
+    except CalibrationError as exc:
+        raise SettingsError(f"--base: {exc}") from None
+    log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr))
+    # The generator process starts before anything in this process touches gRPC.
+    with LoadGenerator() as generator:
+        from simulator.capacity.harness import running_services
+
+        log_dir = args.log_dir or args.out.parent / "logs"
+        with running_services(
+            checked["services"],
+            checked["targets"],
+            workers=args.workers,
+            log_dir=log_dir,
+            config_path=getattr(args, "config", None),
+            log=log,
+        ) as running:
+            entries, raw = measure_and_fit(
+                generator,
+                running,
+                checked["services"],
+                checked["ladder"],
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+                workers=args.workers,
+                log=log,
+            )
+    provenance = provenance_for(checked["services"], sys.argv[1:], raw)
+    calibration = build_calibration(base, entries, provenance)
+    payload = calibration_to_json(calibration)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    measurements_path = args.out.with_suffix(".measurements.json")
+    measurements_path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        json.dump(payload, sys.stdout, indent=2)
+        print()
+    else:
+        print(render_summary(calibration, checked["services"], raw))
+        print(f"wrote {args.out} (measurements: {measurements_path})")
+    return 0
+
+
+def render_summary(calibration: Any, services: list[str], raw: dict[str, Any]) -> str:
+    """One row per measured service: the fitted model and its closed-loop check."""
+    from services.runtime.bench import render_table
+    from simulator.capacity.fit import capacity_per_s
+
+    rows = []
+    for name in services:
+        svc = calibration.services[name]
+        for rpc, r in svc.rpcs.items():
+            rows.append(
+                {
+                    "service": name,
+                    "rpc": rpc,
+                    "overhead_ms": r.overhead_ms,
+                    "per_batch_ms": r.mean_ms,
+                    "per_item_ms": r.per_item_ms,
+                    "cv": r.cv,
+                    "r2": round(raw[name]["fit"]["r2"], 3),
+                    "capacity_per_s": round(capacity_per_s(svc, rpc), 1),
+                    "measured_max_per_s": max(row["throughput"] for row in raw[name]["ladder"]),
+                }
+            )
+    return render_table(
+        rows,
+        [
+            "service",
+            "rpc",
+            "overhead_ms",
+            "per_batch_ms",
+            "per_item_ms",
+            "cv",
+            "r2",
+            "capacity_per_s",
+            "measured_max_per_s",
+        ],
+    )
