@@ -22,7 +22,7 @@ import numpy as np
 import simpy
 
 DISTRIBUTIONS = ("exponential", "deterministic", "lognormal")
-VARIABILITY = ("fixed", "proportional")
+VARIABILITY = ("fixed", "proportional", "averaged")
 LOAD_DEPENDENCE_KEYS = ("concurrency", "throughput", "mean_ms", "p50_ms", "p95_ms", "p99_ms")
 
 
@@ -56,9 +56,11 @@ class Batching:
 
     A batch of ``n`` items takes ``a + b·n`` with ``a`` drawn from the RPC's distribution
     (``mean_ms``, ``cv``) and ``b`` its ``per_item_ms``. ``variability`` says where the noise
-    goes: ``fixed`` (only ``a`` varies) or ``proportional`` (the whole batch time is scaled by
-    one draw of mean 1 and the RPC's ``cv``: CPU contention slows the whole batch, which is what
-    measurements on a shared machine show)."""
+    goes: ``fixed`` (only ``a`` varies), ``proportional`` (the whole batch time is scaled by one
+    draw of mean 1 and the RPC's ``cv``) or ``averaged`` (the batch time is lognormal with mean
+    ``a + b·n`` and the lone call's ``cv`` shrunk by the square root of how many lone calls the
+    batch lasts: stalls from CPU contention are independent and average out over a long batch,
+    which is what measurements on a shared machine show)."""
 
     max_batch: int = 32
     max_wait_ms: float = 2.0
@@ -230,6 +232,7 @@ class ServiceTimeSampler:
         self.mean_s = calibration.mean_ms / 1000.0
         self._buffer: list[float] = []
         self._unit: ServiceTimeSampler | None = None
+        self._normals: list[float] = []
 
     def _refill(self) -> None:
         c = self.calibration
@@ -249,6 +252,19 @@ class ServiceTimeSampler:
         if not self._buffer:
             self._refill()
         return self._buffer.pop() + self.per_item_s * items
+
+    def averaged_sample(self, items: int) -> float:
+        """A batch of ``items``: lognormal, mean ``a + b·items``, cv ``cv / sqrt(k)`` where
+        ``k = (a + b·items) / (a + b)`` lone calls last as long as the batch."""
+        mean = self.mean_s + self.per_item_s * items
+        lone = self.mean_s + self.per_item_s
+        if mean <= 0 or lone <= 0:
+            return max(mean, 0.0)
+        if not self._normals:
+            self._normals = self.rng.standard_normal(self.BLOCK).tolist()
+        cv = self.calibration.cv / math.sqrt(max(mean / lone, 1.0))
+        sigma = math.sqrt(math.log1p(cv * cv))
+        return mean * math.exp(sigma * self._normals.pop() - sigma * sigma / 2)
 
     def unit_sample(self) -> float:
         """A factor of mean 1 with this RPC's distribution and ``cv`` (proportional noise)."""
@@ -350,7 +366,7 @@ class Station:
         assert self._batching is not None
         max_batch = self._batching.max_batch
         max_wait = self._batching.max_wait_ms / 1000.0
-        proportional = self._batching.variability == "proportional"
+        variability = self._batching.variability
         while True:
             if not self._queue:
                 wake = env.event()
@@ -366,8 +382,10 @@ class Station:
             rpc = batch[0][0]
             sampler = self.samplers[rpc]
             items = sum(b[1] for b in batch)
-            if proportional:
+            if variability == "proportional":
                 service = sampler.unit_sample() * (sampler.mean_s + sampler.per_item_s * items)
+            elif variability == "averaged":
+                service = sampler.averaged_sample(items)
             else:
                 service = sampler.sample(0) + sampler.per_item_s * items
             started = env.now

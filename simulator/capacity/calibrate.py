@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 import sys
@@ -137,10 +138,8 @@ def measure_and_fit(
         )
         lone = results[0].summary()
         # Noise of a lone call's own time (overhead excluded): the batch-time factor's cv.
-        import numpy as np
-
-        own = np.asarray(results[0].latencies_ms) - fit.overhead_ms
-        cv = float(np.std(own)) / max(float(np.mean(own)), 1e-6) if own.size > 1 else 0.3
+        own = [v - fit.overhead_ms for v in results[0].latencies_ms]
+        cv = lognormal_cv(own)
         rpc_cal = RpcCalibration(
             distribution="lognormal",
             mean_ms=round(fit.per_batch_ms, 4),
@@ -152,7 +151,7 @@ def measure_and_fit(
         service = ServiceCalibration(
             workers=workers,
             rpcs={rpc: rpc_cal},
-            batching=Batching(max_batch=max_batch, max_wait_ms=0.0, variability="proportional"),
+            batching=Batching(max_batch=max_batch, max_wait_ms=0.0, variability="averaged"),
         )
         check = [
             simulate_closed(
@@ -181,6 +180,21 @@ def measure_and_fit(
             ],
         }
     return entries, raw
+
+
+def lognormal_cv(own_ms: Any) -> float:
+    """The cv of the lognormal whose p50..p95 spread matches ``own_ms`` (a lone call's own
+    time): ``ln(p95/p50) = 1.645·sigma``. Quantiles, not the sample's std, so a few long stalls
+    from other processes do not blow the tail of every batch up."""
+    import numpy as np
+
+    values = np.asarray(own_ms, dtype=float)
+    values = values[values > 0]
+    if values.size < 20:
+        return 0.3
+    p50, p95 = np.percentile(values, [50, 95])
+    sigma = math.log(p95 / p50) / 1.6449 if p50 > 0 and p95 > p50 else 0.0
+    return float(math.sqrt(math.expm1(sigma * sigma)))
 
 
 def build_calibration(base: Any, entries: dict[str, Any], provenance: dict[str, Any]) -> Any:
