@@ -8,6 +8,7 @@ queueing-theory validation, so ``--validate`` checks the code model mode uses.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from array import array
@@ -47,6 +48,23 @@ class RpcCalibration:
     #: The measured closed-loop ladder the numbers were fitted from (for the record; rows of
     #: concurrency, throughput, mean/p50/p95/p99 latency).
     load_dependence: tuple[Mapping[str, float], ...] = ()
+    #: Measured mean time (ms) of a batch of ``n`` items, as ``(n, ms)`` points with growing
+    #: ``n``. When present (and the service batches) it replaces ``mean_ms + per_item_ms·n``:
+    #: linear between points, the last segment's slope beyond the last point.
+    batch_ms: tuple[tuple[float, float], ...] = ()
+
+    def batch_mean_ms(self, items: float) -> float:
+        """Mean time of a batch of ``items`` items (ms)."""
+        points = self.batch_ms
+        if not points:
+            return self.mean_ms + self.per_item_ms * items
+        if len(points) == 1 or items <= points[0][0]:
+            return points[0][1]
+        for (n0, t0), (n1, t1) in itertools.pairwise(points):
+            if items <= n1:
+                return t0 + (t1 - t0) * (items - n0) / (n1 - n0)
+        (n0, t0), (n1, t1) = points[-2], points[-1]
+        return t1 + max(t1 - t0, 0.0) / (n1 - n0) * (items - n1)
 
 
 @dataclass(frozen=True)
@@ -55,12 +73,14 @@ class Batching:
     ``max_wait_ms`` for more when fewer are queued.
 
     A batch of ``n`` items takes ``a + b·n`` with ``a`` drawn from the RPC's distribution
-    (``mean_ms``, ``cv``) and ``b`` its ``per_item_ms``. ``variability`` says where the noise
-    goes: ``fixed`` (only ``a`` varies), ``proportional`` (the whole batch time is scaled by one
-    draw of mean 1 and the RPC's ``cv``) or ``averaged`` (the batch time is lognormal with mean
-    ``a + b·n`` and the lone call's ``cv`` shrunk by the square root of how many lone calls the
-    batch lasts: stalls from CPU contention are independent and average out over a long batch,
-    which is what measurements on a shared machine show)."""
+    (``mean_ms``, ``cv``) and ``b`` its ``per_item_ms``, or ``T(n)`` from the RPC's measured
+    ``batch_ms`` table when it has one (then ``fixed`` means exactly ``T(n)``).
+    ``variability`` says where the noise goes: ``fixed`` (only ``a`` varies),
+    ``proportional`` (the whole batch time is scaled by one draw of mean 1 and the RPC's
+    ``cv``) or ``averaged`` (the batch time is lognormal with mean ``T(n)`` and the lone
+    call's ``cv`` shrunk by the square root of how many lone calls the batch lasts: stalls from
+    CPU contention are independent and average out over a long batch, which is what
+    measurements on a shared machine show)."""
 
     max_batch: int = 32
     max_wait_ms: float = 2.0
@@ -86,7 +106,12 @@ class Calibration:
         services = {}
         for name, svc in self.services.items():
             rpcs = {
-                rpc: replace(r, mean_ms=r.mean_ms / speedup, per_item_ms=r.per_item_ms / speedup)
+                rpc: replace(
+                    r,
+                    mean_ms=r.mean_ms / speedup,
+                    per_item_ms=r.per_item_ms / speedup,
+                    batch_ms=tuple((n, ms / speedup) for n, ms in r.batch_ms),
+                )
                 for rpc, r in svc.rpcs.items()
             }
             services[name] = replace(svc, workers=workers.get(name, svc.workers), rpcs=rpcs)
@@ -123,6 +148,21 @@ def _load_dependence(value: Any, key: str) -> tuple[Mapping[str, float], ...]:
     return tuple(rows)
 
 
+def _batch_points(value: Any, key: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(value, list):
+        raise CalibrationError(f"{key}: expected a list of [items, ms] pairs")
+    points: list[tuple[float, float]] = []
+    for index, pair in enumerate(value):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise CalibrationError(f"{key}[{index}]: expected an [items, ms] pair")
+        n = _number(pair[0], f"{key}[{index}][0]", 1)
+        ms = _number(pair[1], f"{key}[{index}][1]")
+        if points and n <= points[-1][0]:
+            raise CalibrationError(f"{key}[{index}][0]: items must grow from pair to pair")
+        points.append((n, ms))
+    return tuple(points)
+
+
 def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
     """The JSON object of a calibration (``parse_calibration`` reads it back)."""
     services: dict[str, Any] = {}
@@ -137,6 +177,8 @@ def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
             }
             if r.overhead_ms:
                 entry["overhead_ms"] = r.overhead_ms
+            if r.batch_ms:
+                entry["batch_ms"] = [[n, ms] for n, ms in r.batch_ms]
             if r.load_dependence:
                 entry["load_dependence"] = [dict(row) for row in r.load_dependence]
             rpcs[rpc] = entry
@@ -182,6 +224,7 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 load_dependence=_load_dependence(
                     r.get("load_dependence", []), f"{rkey}.load_dependence"
                 ),
+                batch_ms=_batch_points(r.get("batch_ms", []), f"{rkey}.batch_ms"),
             )
         batching = None
         if raw.get("batching") is not None:
@@ -233,6 +276,7 @@ class ServiceTimeSampler:
         self._buffer: list[float] = []
         self._unit: ServiceTimeSampler | None = None
         self._normals: list[float] = []
+        self._batch_table = bool(calibration.batch_ms)
 
     def _refill(self) -> None:
         c = self.calibration
@@ -253,11 +297,17 @@ class ServiceTimeSampler:
             self._refill()
         return self._buffer.pop() + self.per_item_s * items
 
+    def batch_mean_s(self, items: int) -> float:
+        """Mean time of a batch of ``items`` (s): the measured table, else ``a + b·items``."""
+        if self._batch_table:
+            return self.calibration.batch_mean_ms(items) / 1000.0
+        return self.mean_s + self.per_item_s * items
+
     def averaged_sample(self, items: int) -> float:
-        """A batch of ``items``: lognormal, mean ``a + b·items``, cv ``cv / sqrt(k)`` where
-        ``k = (a + b·items) / (a + b)`` lone calls last as long as the batch."""
-        mean = self.mean_s + self.per_item_s * items
-        lone = self.mean_s + self.per_item_s
+        """A batch of ``items``: lognormal, mean ``T(items)``, cv ``cv / sqrt(k)`` where
+        ``k = T(items) / T(1)`` lone calls last as long as the batch."""
+        mean = self.batch_mean_s(items)
+        lone = self.batch_mean_s(1)
         if mean <= 0 or lone <= 0:
             return max(mean, 0.0)
         if not self._normals:
@@ -383,9 +433,11 @@ class Station:
             sampler = self.samplers[rpc]
             items = sum(b[1] for b in batch)
             if variability == "proportional":
-                service = sampler.unit_sample() * (sampler.mean_s + sampler.per_item_s * items)
+                service = sampler.unit_sample() * sampler.batch_mean_s(items)
             elif variability == "averaged":
                 service = sampler.averaged_sample(items)
+            elif sampler.calibration.batch_ms:
+                service = sampler.batch_mean_s(items)
             else:
                 service = sampler.sample(0) + sampler.per_item_s * items
             started = env.now

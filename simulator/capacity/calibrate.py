@@ -24,7 +24,7 @@ from typing import Any
 
 from services.runtime.settings import SettingsError
 
-DEFAULT_LADDER = "1,2,4,8,16,32"
+DEFAULT_LADDER = "1,2,4,8,16,32,64"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +147,7 @@ def measure_and_fit(
             per_item_ms=round(fit.per_item_ms, 4),
             overhead_ms=round(fit.overhead_ms, 4),
             load_dependence=tuple(rows),
+            batch_ms=batch_table(rows, fit.overhead_ms, max_batch),
         )
         service = ServiceCalibration(
             workers=workers,
@@ -180,6 +181,24 @@ def measure_and_fit(
             ],
         }
     return entries, raw
+
+
+def batch_table(
+    rows: list[dict[str, Any]], overhead_ms: float, max_batch: int
+) -> tuple[tuple[float, float], ...]:
+    """Batch time per batch size from the closed-loop ladder: at concurrency ``c`` a take-all
+    batcher serves batches of about ``c``, so ``T(c) = mean latency(c) - overhead``. Levels
+    above ``max_batch`` are left out (their batches are capped); the table is made
+    non-decreasing (a bigger batch never takes less time; a dip is noise)."""
+    points: list[tuple[float, float]] = []
+    for row in rows:
+        if row["concurrency"] > max_batch:
+            continue
+        ms = max(row["mean_ms"] - overhead_ms, 0.01)
+        if points:
+            ms = max(ms, points[-1][1])
+        points.append((float(row["concurrency"]), round(ms, 4)))
+    return tuple(points)
 
 
 def lognormal_cv(own_ms: Any) -> float:

@@ -14,6 +14,7 @@ import simpy
 
 from simulator.platform import (
     Batching,
+    Calibration,
     CalibrationError,
     RpcCalibration,
     ServiceCalibration,
@@ -83,6 +84,43 @@ def test_averaged_variability_keeps_the_mean_and_shrinks_the_cv_with_batch_size(
     assert big.std() / big.mean() == pytest.approx(0.2, rel=0.1)
 
 
+def test_measured_batch_table_interpolates_and_extends_the_last_slope() -> None:
+    rpc = RpcCalibration(mean_ms=9.0, per_item_ms=9.0, batch_ms=((1, 3.5), (8, 20.0), (32, 90.0)))
+    assert rpc.batch_mean_ms(1) == 3.5
+    assert rpc.batch_mean_ms(4.5) == pytest.approx(3.5 + 16.5 / 2)
+    assert rpc.batch_mean_ms(32) == 90.0
+    assert rpc.batch_mean_ms(64) == pytest.approx(90.0 + 70.0 / 24 * 32)
+    # Without a table: a + b·n.
+    assert RpcCalibration(mean_ms=2.0, per_item_ms=0.5).batch_mean_ms(10) == 7.0
+
+
+def test_batching_station_uses_the_measured_table() -> None:
+    """T(1) = 4 ms, T(2) = 5 ms: two calls at t=0 share one 5 ms batch; with speedup 2 the
+    same batch takes 2.5 ms."""
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={
+            "call": RpcCalibration("deterministic", 1.0, 0.0, 1.0, batch_ms=((1, 4.0), (2, 5.0)))
+        },
+        batching=Batching(max_batch=8, max_wait_ms=0.0),
+    )
+    for speedup, expected in ((1.0, 5.0), (2.0, 2.5)):
+        scaled = Calibration({"s": service}).with_overrides({}, speedup).services["s"]
+        env = simpy.Environment()
+        station = Station(env, "s", scaled, np.random.default_rng(0), window_s=math.inf)
+        latencies: list[float] = []
+
+        def call(
+            station: Station = station, latencies: list[float] = latencies
+        ) -> Generator[simpy.Event, Any, None]:
+            latencies.append(round((yield from station.serve("call")) * 1000, 6))
+
+        env.process(call())
+        env.process(call())
+        env.run()
+        assert latencies == [expected, expected]
+
+
 def _measured() -> dict[str, Any]:
     return {
         "version": 1,
@@ -98,6 +136,7 @@ def _measured() -> dict[str, Any]:
                         "cv": 0.4,
                         "per_item_ms": 3.2,
                         "overhead_ms": 0.9,
+                        "batch_ms": [[1, 3.5], [8, 20.0], [32, 90.0]],
                         "load_dependence": [
                             {"concurrency": 1, "throughput": 200.0, "mean_ms": 4.6},
                             {"concurrency": 8, "throughput": 290.0, "mean_ms": 27.0},
@@ -137,6 +176,9 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
         (("rpcs", "Recommend", "overhead_ms"), "fast", "rpcs.Recommend.overhead_ms: expected"),
         (("rpcs", "Recommend", "overhead_ms"), -1, "rpcs.Recommend.overhead_ms: must be"),
         (("batching", "variability"), "wild", "batching.variability: one of"),
+        (("rpcs", "Recommend", "batch_ms"), [[1, 2.0], [1, 3.0]], "batch_ms[1][0]: items must"),
+        (("rpcs", "Recommend", "batch_ms"), [[0, 2.0]], "batch_ms[0][0]: must be >= 1"),
+        (("rpcs", "Recommend", "batch_ms"), [3.0], "batch_ms[0]: expected an [items, ms]"),
         (("rpcs", "Recommend", "load_dependence"), {"a": 1}, "load_dependence: expected a list"),
         (
             ("rpcs", "Recommend", "load_dependence"),
