@@ -33,15 +33,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_common_arguments(parser)
     parser.add_argument(
-        "--duration", type=float, default=4.0, help="measured seconds per ladder level"
+        "--duration",
+        type=float,
+        default=4.0,
+        help="measured seconds per ladder level (all passes)",
     )
     parser.add_argument(
-        "--warmup", type=float, default=1.0, help="unmeasured seconds before each level"
+        "--warmup", type=float, default=0.5, help="unmeasured seconds before each level"
     )
     parser.add_argument(
         "--concurrencies",
         default=DEFAULT_LADDER,
         help=f"closed-loop ladder (default {DEFAULT_LADDER})",
+    )
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=2,
+        help="passes over the ladder, each for duration/passes per level (pooled)",
     )
     parser.add_argument(
         "--base",
@@ -74,6 +83,7 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     check_number(args.duration, "--duration")
     check_number(args.warmup, "--warmup", strict=False)
     check_number(args.workers, "--workers", minimum=1, strict=False, integer=True)
+    check_number(args.passes, "--passes", minimum=1, strict=False, integer=True)
     return {
         "services": parse_services(args.services),
         "targets": parse_targets(args.target),
@@ -90,13 +100,16 @@ def measure_and_fit(
     duration_s: float,
     warmup_s: float,
     workers: int,
+    passes: int = 2,
     log: Any = print,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measure echo and each service's ladder, fit the model; returns the service entries of
-    the calibration (JSON objects) and the raw measurements."""
+    the calibration (JSON objects) and the raw measurements. The ladder runs ``passes`` times
+    with ``duration_s / passes`` per level and the passes are pooled, so a burst of background
+    load spreads over the levels instead of bending one of them."""
     from simulator.capacity.fit import capacity_per_s, fit_batching, simulate_closed
     from simulator.capacity.harness import MEASURABLE
-    from simulator.capacity.measure import ClosedJob
+    from simulator.capacity.measure import ClosedJob, merge_results
     from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
     echo = running.workloads["echo"]
@@ -112,7 +125,12 @@ def measure_and_fit(
         workload = running.workloads[name]
         # Warm-up: model caches, thread pools, first-call allocations.
         generator.run([ClosedJob(workload, 8, 1.0, 1.0)])
-        results = generator.run([ClosedJob(workload, c, duration_s, warmup_s) for c in ladder])
+        per_pass = duration_s / passes
+        runs = [
+            generator.run([ClosedJob(workload, c, per_pass, warmup_s) for c in ladder])
+            for _ in range(passes)
+        ]
+        results = [merge_results([run[i] for run in runs]) for i in range(len(ladder))]
         rows = []
         for result in results:
             s = result.summary()
@@ -276,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
                 duration_s=args.duration,
                 warmup_s=args.warmup,
                 workers=args.workers,
+                passes=args.passes,
                 log=log,
             )
     provenance = provenance_for(checked["services"], sys.argv[1:], raw)

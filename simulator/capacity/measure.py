@@ -99,6 +99,23 @@ class LoadResult:
         return data
 
 
+def merge_results(results: Sequence[LoadResult]) -> LoadResult:
+    """Several measurements of one level as one: counts and windows summed, latencies pooled,
+    throughput over the total window."""
+    window = sum(r.window_s for r in results)
+    return LoadResult(
+        kind=results[0].kind,
+        level=results[0].level,
+        offered=sum(r.offered for r in results),
+        completed=sum(r.completed for r in results),
+        errors=sum(r.errors for r in results),
+        drops=sum(r.drops for r in results),
+        window_s=window,
+        throughput=sum(r.throughput * r.window_s for r in results) / window,
+        latencies_ms=[v for r in results for v in r.latencies_ms],
+    )
+
+
 def poisson_arrivals(rate: float, horizon_s: float, seed: int) -> np.ndarray:
     """Arrival times (s from 0) of a Poisson process at ``rate`` up to ``horizon_s``; the same
     seed gives the same times (the generator and the model use this one function)."""

@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="'auto' (0.1..1.3 of the predicted knee) or comma-separated arrival rates per second",
     )
-    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per rate")
+    parser.add_argument(
+        "--duration", type=float, default=8.0, help="measured seconds per rate (all passes)"
+    )
     parser.add_argument(
         "--warmup", type=float, default=1.0, help="unmeasured seconds at the start of each rate"
     )
@@ -59,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="calls outstanding at most; arrivals past it are dropped (counted as drops)",
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the arrival processes")
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=2,
+        help="passes over the ladder, each for duration/passes per rate (pooled)",
+    )
     parser.add_argument("--p95-tolerance", type=float, default=0.15)
     parser.add_argument("--knee-tolerance", type=float, default=0.20)
     parser.add_argument(
@@ -110,6 +118,7 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     check_number(args.warmup, "--warmup", strict=False)
     check_number(args.workers, "--workers", minimum=1, strict=False, integer=True)
     check_number(args.max_in_flight, "--max-in-flight", minimum=1, strict=False, integer=True)
+    check_number(args.passes, "--passes", minimum=1, strict=False, integer=True)
     check_number(args.p95_tolerance, "--p95-tolerance")
     check_number(args.knee_tolerance, "--knee-tolerance")
     check_number(args.below_knee, "--below-knee")
@@ -182,11 +191,12 @@ def validate_service(
     warmup_s: float,
     max_in_flight: int,
     seed: int,
+    passes: int,
     log: Any,
 ) -> tuple[list[dict[str, Any]], float]:
     """Measured and predicted rows over the rate ladder, and the analytic capacity."""
     from simulator.capacity.fit import capacity_per_s, simulate_open
-    from simulator.capacity.measure import ClosedJob, OpenJob
+    from simulator.capacity.measure import ClosedJob, OpenJob, merge_results
 
     capacity = capacity_per_s(service_cal, rpc)
     if rates is None:
@@ -206,32 +216,42 @@ def validate_service(
         knee = max(probe)
         rates = [round(knee * f, 1) for f in AUTO_FRACTIONS]
     generator.run([ClosedJob(workload, 8, 1.0, 1.0)])  # warm-up, not measured
+    # Each pass runs the whole ladder once with duration/passes per rate; pooling the passes
+    # spreads slow changes in the machine's background load over every rate alike.
+    per_pass = duration_s / passes
+    measured_runs: dict[int, list[Any]] = {i: [] for i in range(len(rates))}
+    predicted_runs: dict[int, list[Any]] = {i: [] for i in range(len(rates))}
+    for pass_index in range(passes):
+        for index, rate in enumerate(rates):
+            job = OpenJob(
+                workload,
+                rate,
+                per_pass,
+                warmup_s=warmup_s,
+                seed=seed * 1000 + pass_index * 100 + index,
+                max_in_flight=max_in_flight,
+            )
+            measured_runs[index].append(generator.run([job])[0])
+            predicted_runs[index].append(
+                simulate_open(
+                    service_cal,
+                    rpc,
+                    rate=rate,
+                    duration_s=per_pass,
+                    warmup_s=warmup_s,
+                    seed=job.seed,
+                    max_in_flight=max_in_flight,
+                    timeout_s=job.timeout_s,
+                )
+            )
     rows = []
     for index, rate in enumerate(rates):
-        job_seed = seed * 1000 + index
-        job = OpenJob(
-            workload,
-            rate,
-            duration_s,
-            warmup_s=warmup_s,
-            seed=job_seed,
-            max_in_flight=max_in_flight,
-        )
-        measured = generator.run([job])[0].summary()
-        predicted = simulate_open(
-            service_cal,
-            rpc,
-            rate=rate,
-            duration_s=duration_s,
-            warmup_s=warmup_s,
-            seed=job_seed,
-            max_in_flight=max_in_flight,
-            timeout_s=job.timeout_s,
-        ).summary()
-        row = {"rate": rate}
-        for prefix, s in (("m", measured), ("p", predicted)):
+        measured = merge_results(measured_runs[index]).summary()
+        predicted = merge_results(predicted_runs[index]).summary()
+        row: dict[str, Any] = {"rate": rate}
+        for prefix, summary in (("m", measured), ("p", predicted)):
             for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "drops", "errors"):
-                value = s[key]
+                value = summary[key]
                 row[f"{prefix}_{key}"] = round(value, 3) if isinstance(value, float) else value
         rows.append(row)
         log(
@@ -297,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
                     duration_s=args.calibration_duration,
                     warmup_s=args.warmup,
                     workers=args.workers,
+                    passes=args.passes,
                     log=log,
                 )
                 calibration = build_calibration(
@@ -323,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
                     warmup_s=args.warmup,
                     max_in_flight=args.max_in_flight,
                     seed=args.seed,
+                    passes=args.passes,
                     log=log,
                 )
                 verdict = evaluate(
