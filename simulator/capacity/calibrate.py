@@ -25,6 +25,12 @@ from typing import Any
 from services.runtime.settings import SettingsError
 
 DEFAULT_LADDER = "1,2,4,8,16,32,64"
+#: Open-loop rate of the echo overhead measurement (calls/s): light, every call finds the
+#: client and the server idle.
+ECHO_LIGHT_RATE = 50.0
+#: Light open-loop load for the lone-call measurement, as a fraction of the ladder's best
+#: throughput.
+LIGHT_FRACTION = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,17 +115,26 @@ def measure_and_fit(
     load spreads over the levels instead of bending one of them."""
     from simulator.capacity.fit import capacity_per_s, fit_batching, simulate_closed
     from simulator.capacity.harness import MEASURABLE
-    from simulator.capacity.measure import ClosedJob, merge_results
+    from simulator.capacity.measure import ClosedJob, OpenJob, merge_results
     from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
     echo = running.workloads["echo"]
-    # Warm the echo server and the channel, then the baseline at concurrency 1.
+    # Warm the echo server and the channel, then the baseline at concurrency 1 (back to back:
+    # the warm path the closed-loop ladder sees) and open-loop at a light rate (every call
+    # finds client and server asleep: the path open-loop traffic sees).
     generator.run([ClosedJob(echo, 4, 0.5, 0.5)])
     echo_result = generator.run([ClosedJob(echo, 1, duration_s, warmup_s)])[0].summary()
-    overhead_ms = echo_result["mean_ms"]
-    log(f"echo: {overhead_ms:.3f} ms mean at concurrency 1 (overhead outside the queue)")
+    echo_open = generator.run(
+        [OpenJob(echo, ECHO_LIGHT_RATE, duration_s, warmup_s=warmup_s, seed=1)]
+    )[0].summary()
+    warm_overhead_ms = echo_result["mean_ms"]
+    overhead_ms = echo_open["mean_ms"]
+    log(
+        f"echo: {warm_overhead_ms:.3f} ms back to back, {overhead_ms:.3f} ms open-loop at "
+        f"{ECHO_LIGHT_RATE:.0f}/s (the overhead outside the queue)"
+    )
     entries: dict[str, Any] = {}
-    raw: dict[str, Any] = {"echo": echo_result}
+    raw: dict[str, Any] = {"echo": echo_result, "echo_open": echo_open}
     for name in services:
         rpc, max_batch = MEASURABLE[name]
         workload = running.workloads[name]
@@ -152,35 +167,59 @@ def measure_and_fit(
         if errors and errors > 0.01 * sum(r.completed for r in results):
             raise RuntimeError(f"{name}: {errors} errors while calibrating; see the service log")
         fit = fit_batching(
-            [r["concurrency"] for r in rows], [r["mean_ms"] for r in rows], overhead_ms
+            [r["concurrency"] for r in rows], [r["mean_ms"] for r in rows], warm_overhead_ms
         )
-        lone = results[0].summary()
-        # Noise of a lone call's own time (overhead excluded): the batch-time factor's cv.
-        own = [v - fit.overhead_ms for v in results[0].latencies_ms]
-        cv = lognormal_cv(own)
+        table = batch_table(rows, fit.overhead_ms, max_batch)
+        # A lone call at a light open-loop rate: what the batcher's wake-up costs, and the
+        # noise of a call's own time (the overhead taken out).
+        light_rate = max(LIGHT_FRACTION * max(r["throughput"] for r in rows), 5.0)
+        light = generator.run(
+            [OpenJob(workload, light_rate, 2 * duration_s, warmup_s=warmup_s, seed=2)]
+        )[0]
+        lone = light.summary()
+        t1 = table[0][1]
+        wake_ms = max(lone["mean_ms"] - overhead_ms - t1, 0.0)
+        own = [v - overhead_ms for v in light.latencies_ms]
+        # The noise is drawn on T(n); scale it so a lone call (T(1) + wake) keeps its spread.
+        cv = lognormal_cv(own) * (t1 + wake_ms) / max(t1, 1e-6)
+        log(
+            f"{name}.{rpc} open loop at {light_rate:.1f}/s: mean {lone['mean_ms']:.2f} ms, p95 "
+            f"{lone['p95_ms']:.2f} ms -> wake-up {wake_ms:.2f} ms per batch from idle"
+        )
         rpc_cal = RpcCalibration(
             distribution="lognormal",
             mean_ms=round(fit.per_batch_ms, 4),
             cv=round(min(cv, 3.0), 3),
             per_item_ms=round(fit.per_item_ms, 4),
-            overhead_ms=round(fit.overhead_ms, 4),
+            overhead_ms=round(overhead_ms, 4),
             load_dependence=tuple(rows),
-            batch_ms=batch_table(rows, fit.overhead_ms, max_batch),
+            batch_ms=table,
         )
         service = ServiceCalibration(
             workers=workers,
             rpcs={rpc: rpc_cal},
-            batching=Batching(max_batch=max_batch, max_wait_ms=0.0, variability="averaged"),
+            batching=Batching(
+                max_batch=max_batch,
+                max_wait_ms=0.0,
+                variability="averaged",
+                wake_ms=round(wake_ms, 4),
+            ),
+        )
+        # The model under the closed ladder on the warm path, for the record.
+        warm = replace(
+            service,
+            rpcs={rpc: replace(rpc_cal, overhead_ms=fit.overhead_ms)},
+            batching=replace(service.batching, wake_ms=0.0) if service.batching else None,
         )
         check = [
             simulate_closed(
-                service, rpc, concurrency=c, duration_s=max(duration_s, 5.0), warmup_s=1.0, seed=c
+                warm, rpc, concurrency=c, duration_s=max(duration_s, 5.0), warmup_s=1.0, seed=c
             ).summary()
             for c in ladder
         ]
         log(
             f"{name}.{rpc}: per batch {fit.per_batch_ms:.3f} ms + {fit.per_item_ms:.3f} ms per "
-            f"request, overhead {fit.overhead_ms:.3f} ms, cv {rpc_cal.cv}, r2 {fit.r2:.3f}; "
+            f"request (r2 {fit.r2:.3f}), overhead {overhead_ms:.3f} ms, cv {rpc_cal.cv}; "
             f"capacity {capacity_per_s(service, rpc):.0f}/s"
         )
         entries[name] = service
@@ -188,9 +227,11 @@ def measure_and_fit(
             "fit": {
                 "per_batch_ms": fit.per_batch_ms,
                 "per_item_ms": fit.per_item_ms,
-                "overhead_ms": fit.overhead_ms,
+                "warm_overhead_ms": fit.overhead_ms,
+                "overhead_ms": overhead_ms,
                 "r2": fit.r2,
-                "lone_call_mean_ms": lone["mean_ms"],
+                "wake_ms": wake_ms,
+                "light_open_loop": lone,
             },
             "ladder": rows,
             "model_ladder": [
@@ -330,6 +371,7 @@ def render_summary(calibration: Any, services: list[str], raw: dict[str, Any]) -
                     "per_batch_ms": r.mean_ms,
                     "per_item_ms": r.per_item_ms,
                     "cv": r.cv,
+                    "wake_ms": svc.batching.wake_ms if svc.batching else 0.0,
                     "r2": round(raw[name]["fit"]["r2"], 3),
                     "capacity_per_s": round(capacity_per_s(svc, rpc), 1),
                     "measured_max_per_s": max(row["throughput"] for row in raw[name]["ladder"]),
@@ -344,6 +386,7 @@ def render_summary(calibration: Any, services: list[str], raw: dict[str, Any]) -
             "per_batch_ms",
             "per_item_ms",
             "cv",
+            "wake_ms",
             "r2",
             "capacity_per_s",
             "measured_max_per_s",

@@ -83,12 +83,19 @@ class LoadResult:
     window_s: float
     throughput: float
     latencies_ms: list[float] = field(default_factory=list)
+    #: Open loop: how late each measured call left the generator after its scheduled arrival.
+    send_lag_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Counts, throughput and percentiles (without the raw latencies)."""
         values = np.asarray(self.latencies_ms or [float("nan")])
         p50, p95, p99 = np.percentile(values, [50, 95, 99])
-        data = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+        data = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "send_lag_ms")}
+        if self.send_lag_ms:
+            lag50, lag95 = np.percentile(self.send_lag_ms, [50, 95])
+            data.update(
+                send_lag_p50_ms=round(float(lag50), 3), send_lag_p95_ms=round(float(lag95), 3)
+            )
         data.update(
             mean_ms=round(float(values.mean()), 3),
             p50_ms=round(float(p50), 3),
@@ -113,6 +120,7 @@ def merge_results(results: Sequence[LoadResult]) -> LoadResult:
         window_s=window,
         throughput=sum(r.throughput * r.window_s for r in results) / window,
         latencies_ms=[v for r in results for v in r.latencies_ms],
+        send_lag_ms=[v for r in results for v in r.send_lag_ms],
     )
 
 
@@ -233,8 +241,12 @@ async def _open(job: OpenJob, call: Callable[[int], Awaitable[Any]]) -> LoadResu
     in_flight = 0
     tasks: set[asyncio.Task[None]] = set()
 
+    send_lag: list[float] = []
+
     async def one(index: int, scheduled: float) -> None:
         nonlocal errors, in_flight, completions_in_window
+        if scheduled >= measure_from:
+            send_lag.append((loop.time() - scheduled) * 1000.0)
         try:
             await asyncio.wait_for(call(index), job.timeout_s)
         except Exception:
@@ -275,6 +287,7 @@ async def _open(job: OpenJob, call: Callable[[int], Awaitable[Any]]) -> LoadResu
         window_s=job.duration_s,
         throughput=completions_in_window / job.duration_s,
         latencies_ms=latencies,
+        send_lag_ms=send_lag,
     )
 
 

@@ -52,6 +52,29 @@ def test_batching_station_with_overhead_matches_the_hand_computed_case() -> None
     assert station.batched_requests == 4
 
 
+def test_a_batch_started_on_an_idle_batcher_pays_the_wake_up() -> None:
+    """T(n) = 1 + 1·n ms, wake-up 2 ms. A call at t=0 wakes the batcher: 2 + 2 = 4 ms. A call
+    at 1 ms queues behind it and starts right away at 4 ms (no wake-up): 2 ms, out at 6."""
+    env = simpy.Environment()
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 1.0, 0.0, 1.0)},
+        batching=Batching(max_batch=8, max_wait_ms=0.0, wake_ms=2.0),
+    )
+    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
+    done: list[float] = []
+
+    def call(at: float) -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(at)
+        yield from station.serve("call")
+        done.append(round(env.now * 1000, 6))
+
+    env.process(call(0.0))
+    env.process(call(0.001))
+    env.run()
+    assert done == [4.0, 6.0]
+
+
 def test_plain_station_adds_overhead_outside_the_queue() -> None:
     """One server, 3 ms per call, 2 ms overhead: two calls at t=0 both queue at 1 ms; the
     second waits 3 ms. Latencies 5 and 8 ms."""
@@ -128,7 +151,12 @@ def _measured() -> dict[str, Any]:
         "services": {
             "recommendation": {
                 "workers": 1,
-                "batching": {"max_batch": 64, "max_wait_ms": 0.0, "variability": "averaged"},
+                "batching": {
+                    "max_batch": 64,
+                    "max_wait_ms": 0.0,
+                    "variability": "averaged",
+                    "wake_ms": 1.5,
+                },
                 "rpcs": {
                     "Recommend": {
                         "distribution": "lognormal",
@@ -165,6 +193,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
     rpc = old["services"]["recommendation"]["rpcs"]["Recommend"]
     del rpc["overhead_ms"], rpc["load_dependence"]
     del old["services"]["recommendation"]["batching"]["variability"]
+    del old["services"]["recommendation"]["batching"]["wake_ms"]
     parsed = parse_calibration(old)
     assert parsed.services["recommendation"].rpcs["Recommend"].overhead_ms == 0.0
     assert parsed.services["recommendation"].batching == Batching(64, 0.0, "fixed")
@@ -176,6 +205,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
         (("rpcs", "Recommend", "overhead_ms"), "fast", "rpcs.Recommend.overhead_ms: expected"),
         (("rpcs", "Recommend", "overhead_ms"), -1, "rpcs.Recommend.overhead_ms: must be"),
         (("batching", "variability"), "wild", "batching.variability: one of"),
+        (("batching", "wake_ms"), "slow", "batching.wake_ms: expected a number"),
         (("rpcs", "Recommend", "batch_ms"), [[1, 2.0], [1, 3.0]], "batch_ms[1][0]: items must"),
         (("rpcs", "Recommend", "batch_ms"), [[0, 2.0]], "batch_ms[0][0]: must be >= 1"),
         (("rpcs", "Recommend", "batch_ms"), [3.0], "batch_ms[0]: expected an [items, ms]"),
