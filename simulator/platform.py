@@ -89,6 +89,10 @@ class Batching:
     #: loop woken from sleep). Measured on this VM it is milliseconds: open-loop calls at light
     #: load are much slower than back-to-back closed-loop ones.
     wake_ms: float = 0.0
+    #: RPCs that go through the batcher; empty means all of the service's RPCs. The others are
+    #: served one by one by ``workers`` plain servers (e.g. RecordFeedback beside a batched
+    #: Recommend).
+    rpcs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,15 @@ def _load_dependence(value: Any, key: str) -> tuple[Mapping[str, float], ...]:
     return tuple(rows)
 
 
+def _rpc_names(value: Any, key: str, known: Mapping[str, Any]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CalibrationError(f"{key}: expected a list of RPC names")
+    for name in value:
+        if name not in known:
+            raise CalibrationError(f"{key}: unknown RPC {name!r}; known: {', '.join(known)}")
+    return tuple(value)
+
+
 def _batch_points(value: Any, key: str) -> tuple[tuple[float, float], ...]:
     if not isinstance(value, list):
         raise CalibrationError(f"{key}: expected a list of [items, ms] pairs")
@@ -195,6 +208,8 @@ def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
             }
             if svc.batching.wake_ms:
                 batching["wake_ms"] = svc.batching.wake_ms
+            if svc.batching.rpcs:
+                batching["rpcs"] = list(svc.batching.rpcs)
         services[name] = {"workers": svc.workers, "batching": batching, "rpcs": rpcs}
     return {"version": 1, "provenance": dict(calibration.provenance), "services": services}
 
@@ -247,6 +262,7 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 max_wait_ms=_number(b.get("max_wait_ms", 0.0), f"{key}.batching.max_wait_ms"),
                 variability=variability,
                 wake_ms=_number(b.get("wake_ms", 0.0), f"{key}.batching.wake_ms"),
+                rpcs=_rpc_names(b.get("rpcs", []), f"{key}.batching.rpcs", rpcs),
             )
         services[name] = ServiceCalibration(workers, rpcs, batching)
     return Calibration(services, dict(data.get("provenance") or {}))
@@ -378,6 +394,9 @@ class Station:
         self._free = calibration.workers
         self._waiting: deque[simpy.Event] = deque()
         self._batching = calibration.batching
+        self._batched = (
+            frozenset(calibration.batching.rpcs) if calibration.batching else frozenset()
+        )
         self._queue: deque[tuple[str, int, float, simpy.Event]] = deque()
         self._idle: list[simpy.Event] = []
         if self._batching is not None:
@@ -397,7 +416,7 @@ class Station:
         if overhead > 0:
             # Client and gRPC time outside the queue: half on the way in, half on the way out.
             yield env.timeout(overhead / 2)
-        if self._batching is not None:
+        if self._batching is not None and (not self._batched or rpc in self._batched):
             done = env.event()
             self._queue.append((rpc, items, env.now, done))
             if self._idle:

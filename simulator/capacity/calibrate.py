@@ -287,10 +287,29 @@ def lognormal_cv(own_ms: Any) -> float:
 
 
 def build_calibration(base: Any, entries: dict[str, Any], provenance: dict[str, Any]) -> Any:
-    """``base`` with ``entries`` replacing (or adding) services, and the new provenance."""
+    """``base`` with the measured ``entries`` merged in, and the new provenance. A measured
+    service keeps the base's RPCs that were not measured, outside its batcher."""
     services = dict(base.services)
-    services.update(entries)
+    for name, measured in entries.items():
+        merged = measured
+        if name in services:
+            # The base's other RPCs stay (model mode needs them), served outside the batcher.
+            rpcs = {**services[name].rpcs, **measured.rpcs}
+            batching = measured.batching
+            if batching is not None and len(rpcs) > len(measured.rpcs):
+                batching = replace(batching, rpcs=tuple(measured.rpcs))
+            merged = replace(measured, rpcs=rpcs, batching=batching)
+        services[name] = merged
     return replace(base, services=services, provenance=provenance)
+
+
+SOURCE = (
+    "shoptwin capacity calibrate: closed-loop ladder through gRPC from a separate generator "
+    "process (batch_ms: mean latency at concurrency n less the back-to-back echo latency; "
+    "mean_ms/per_item_ms: line fit of the same), overhead_ms: open-loop echo at 50/s, wake_ms: "
+    "a lone call at a light open-loop rate less overhead and T(1) (medians), cv: lognormal "
+    "p50..p95 spread; services not in measured_services keep the base file's entries"
+)
 
 
 def provenance_for(services: list[str], argv: list[str], raw: dict[str, Any]) -> dict[str, Any]:
@@ -300,10 +319,7 @@ def provenance_for(services: list[str], argv: list[str], raw: dict[str, Any]) ->
     return {
         "measured": True,
         "measured_services": services,
-        "source": "shoptwin capacity calibrate: closed-loop ladder through gRPC from a separate "
-        "generator process, line fit of mean latency vs concurrency (per-batch + per-item time), "
-        "bare echo RPC as the overhead outside the queue; services not measured keep the base "
-        "file's entries",
+        "source": SOURCE,
         "commit": git_commit(),
         "host": platform.node(),
         "cpus": __import__("os").cpu_count(),

@@ -79,6 +79,10 @@ def test_calibrate_then_validate_against_a_real_service(
     # Services not measured come from the base file, so model mode can read the result.
     loaded = load_calibration(calibration)
     assert {"intent", "dispatch", "telemetry"} <= set(loaded.services)
+    # ... and so do the recommendation RPCs that were not measured, outside the batcher.
+    assert {"SimilarItems", "RecordFeedback"} <= set(loaded.services["recommendation"].rpcs)
+    batching = loaded.services["recommendation"].batching
+    assert batching is not None and batching.rpcs == ("Recommend",)
 
     out = tmp_path / "validate"
     code = main(

@@ -75,6 +75,32 @@ def test_a_batch_started_on_an_idle_batcher_pays_the_wake_up() -> None:
     assert done == [4.0, 6.0]
 
 
+def test_rpcs_outside_the_batcher_are_served_one_by_one() -> None:
+    """Batched: 'rank' (T(n) = 10 ms flat). 'write' (2 ms) is not batched: a write at t=0
+    beside a rank at t=0 finishes at 2 ms, not after the 10 ms batch."""
+    env = simpy.Environment()
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={
+            "rank": RpcCalibration("deterministic", 10.0, 0.0, 0.0),
+            "write": RpcCalibration("deterministic", 2.0, 0.0, 0.0),
+        },
+        batching=Batching(max_batch=8, max_wait_ms=0.0, rpcs=("rank",)),
+    )
+    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
+    done: dict[str, float] = {}
+
+    def call(rpc: str) -> Generator[simpy.Event, Any, None]:
+        yield from station.serve(rpc)
+        done[rpc] = round(env.now * 1000, 6)
+
+    env.process(call("rank"))
+    env.process(call("write"))
+    env.run()
+    assert done == {"rank": 10.0, "write": 2.0}
+    assert station.batches == 1
+
+
 def test_plain_station_adds_overhead_outside_the_queue() -> None:
     """One server, 3 ms per call, 2 ms overhead: two calls at t=0 both queue at 1 ms; the
     second waits 3 ms. Latencies 5 and 8 ms."""
@@ -206,6 +232,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
         (("rpcs", "Recommend", "overhead_ms"), -1, "rpcs.Recommend.overhead_ms: must be"),
         (("batching", "variability"), "wild", "batching.variability: one of"),
         (("batching", "wake_ms"), "slow", "batching.wake_ms: expected a number"),
+        (("batching", "rpcs"), ["Nope"], "batching.rpcs: unknown RPC 'Nope'"),
         (("rpcs", "Recommend", "batch_ms"), [[1, 2.0], [1, 3.0]], "batch_ms[1][0]: items must"),
         (("rpcs", "Recommend", "batch_ms"), [[0, 2.0]], "batch_ms[0][0]: must be >= 1"),
         (("rpcs", "Recommend", "batch_ms"), [3.0], "batch_ms[0]: expected an [items, ms]"),
