@@ -3,7 +3,6 @@ p50/p95/p99 and throughput over the offered rate, and the table behind the plots
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +68,6 @@ def write_report(path: Path, payload: dict[str, Any]) -> None:
         "commit": payload["meta"]["commit"],
         "host": payload["meta"]["host"],
         "time": payload["meta"]["time"],
-        "knee": html.unescape(payload["bounds"]["knee"]),
+        "knee": payload["bounds"]["knee"],
     }
     write_html(path, "ShopTwin capacity validate: model vs real services", record, sections)
