@@ -150,11 +150,11 @@ def _scenario(args: argparse.Namespace, default: str) -> Any:
 
 
 def _calibration(args: argparse.Namespace, scenario: Any) -> Any:
-    from simulator.platform import CalibrationError, load_calibration
+    from simulator.platform import CalibrationError, load_calibration, shipped_calibrations
 
     name = getattr(args, "calibration", None) or scenario.platform.calibration
     if (
-        name != "default"
+        name not in shipped_calibrations()
         and not Path(name).is_absolute()
         and scenario.source
         and not Path(name).exists()

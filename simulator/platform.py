@@ -8,6 +8,7 @@ queueing-theory validation, so ``--validate`` checks the code model mode uses.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from array import array
@@ -22,6 +23,8 @@ import numpy as np
 import simpy
 
 DISTRIBUTIONS = ("exponential", "deterministic", "lognormal")
+VARIABILITY = ("fixed", "proportional", "averaged")
+LOAD_DEPENDENCE_KEYS = ("concurrency", "throughput", "mean_ms", "p50_ms", "p95_ms", "p99_ms")
 
 
 class CalibrationError(ValueError):
@@ -38,15 +41,58 @@ class RpcCalibration:
     mean_ms: float = 1.0
     cv: float = 0.5
     per_item_ms: float = 0.0
+    #: Time of a call outside the service's queue (client, network, gRPC framing), added to its
+    #: latency but never queued; half before the queue, half after. Measured as the bare echo
+    #: RPC's latency by ``shoptwin capacity calibrate``.
+    overhead_ms: float = 0.0
+    #: The measured closed-loop ladder the numbers were fitted from (for the record; rows of
+    #: concurrency, throughput, mean/p50/p95/p99 latency).
+    load_dependence: tuple[Mapping[str, float], ...] = ()
+    #: Measured mean time (ms) of a batch of ``n`` items, as ``(n, ms)`` points with growing
+    #: ``n``. When present (and the service batches) it replaces ``mean_ms + per_item_ms·n``:
+    #: linear between points, the last segment's slope beyond the last point.
+    batch_ms: tuple[tuple[float, float], ...] = ()
+
+    def batch_mean_ms(self, items: float) -> float:
+        """Mean time of a batch of ``items`` items (ms)."""
+        points = self.batch_ms
+        if not points:
+            return self.mean_ms + self.per_item_ms * items
+        if len(points) == 1 or items <= points[0][0]:
+            return points[0][1]
+        for (n0, t0), (n1, t1) in itertools.pairwise(points):
+            if items <= n1:
+                return t0 + (t1 - t0) * (items - n0) / (n1 - n0)
+        (n0, t0), (n1, t1) = points[-2], points[-1]
+        return t1 + max(t1 - t0, 0.0) / (n1 - n0) * (items - n1)
 
 
 @dataclass(frozen=True)
 class Batching:
     """A batcher: a free worker takes up to ``max_batch`` queued requests, waiting up to
-    ``max_wait_ms`` for more when fewer are queued."""
+    ``max_wait_ms`` for more when fewer are queued.
+
+    A batch of ``n`` items takes ``a + b·n`` with ``a`` drawn from the RPC's distribution
+    (``mean_ms``, ``cv``) and ``b`` its ``per_item_ms``, or ``T(n)`` from the RPC's measured
+    ``batch_ms`` table when it has one (then ``fixed`` means exactly ``T(n)``).
+    ``variability`` says where the noise goes: ``fixed`` (only ``a`` varies),
+    ``proportional`` (the whole batch time is scaled by one draw of mean 1 and the RPC's
+    ``cv``) or ``averaged`` (the batch time is lognormal with mean ``T(n)`` and the lone
+    call's ``cv`` shrunk by the square root of how many lone calls the batch lasts: stalls from
+    CPU contention are independent and average out over a long batch, which is what
+    measurements on a shared machine show)."""
 
     max_batch: int = 32
     max_wait_ms: float = 2.0
+    variability: str = "fixed"
+    #: Extra time of a batch that starts on an idle batcher (the worker thread and the event
+    #: loop woken from sleep). Measured on this VM it is milliseconds: open-loop calls at light
+    #: load are much slower than back-to-back closed-loop ones.
+    wake_ms: float = 0.0
+    #: RPCs that go through the batcher; empty means all of the service's RPCs. The others are
+    #: served one by one by ``workers`` plain servers (e.g. RecordFeedback beside a batched
+    #: Recommend).
+    rpcs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,7 +114,12 @@ class Calibration:
         services = {}
         for name, svc in self.services.items():
             rpcs = {
-                rpc: replace(r, mean_ms=r.mean_ms / speedup, per_item_ms=r.per_item_ms / speedup)
+                rpc: replace(
+                    r,
+                    mean_ms=r.mean_ms / speedup,
+                    per_item_ms=r.per_item_ms / speedup,
+                    batch_ms=tuple((n, ms / speedup) for n, ms in r.batch_ms),
+                )
                 for rpc, r in svc.rpcs.items()
             }
             services[name] = replace(svc, workers=workers.get(name, svc.workers), rpcs=rpcs)
@@ -86,6 +137,81 @@ def _number(value: Any, key: str, minimum: float = 0.0) -> float:
     if value < minimum:
         raise CalibrationError(f"{key}: must be >= {minimum}")
     return float(value)
+
+
+def _load_dependence(value: Any, key: str) -> tuple[Mapping[str, float], ...]:
+    if not isinstance(value, list):
+        raise CalibrationError(f"{key}: expected a list of objects")
+    rows = []
+    for index, row in enumerate(value):
+        if not isinstance(row, dict):
+            raise CalibrationError(f"{key}[{index}]: expected an object")
+        rows.append(
+            {
+                name: _number(row.get(name), f"{key}[{index}].{name}")
+                for name in LOAD_DEPENDENCE_KEYS
+                if name in row or name == "concurrency"
+            }
+        )
+    return tuple(rows)
+
+
+def _rpc_names(value: Any, key: str, known: Mapping[str, Any]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CalibrationError(f"{key}: expected a list of RPC names")
+    for name in value:
+        if name not in known:
+            raise CalibrationError(f"{key}: unknown RPC {name!r}; known: {', '.join(known)}")
+    return tuple(value)
+
+
+def _batch_points(value: Any, key: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(value, list):
+        raise CalibrationError(f"{key}: expected a list of [items, ms] pairs")
+    points: list[tuple[float, float]] = []
+    for index, pair in enumerate(value):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise CalibrationError(f"{key}[{index}]: expected an [items, ms] pair")
+        n = _number(pair[0], f"{key}[{index}][0]", 1)
+        ms = _number(pair[1], f"{key}[{index}][1]")
+        if points and n <= points[-1][0]:
+            raise CalibrationError(f"{key}[{index}][0]: items must grow from pair to pair")
+        points.append((n, ms))
+    return tuple(points)
+
+
+def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
+    """The JSON object of a calibration (``parse_calibration`` reads it back)."""
+    services: dict[str, Any] = {}
+    for name, svc in calibration.services.items():
+        rpcs: dict[str, Any] = {}
+        for rpc, r in svc.rpcs.items():
+            entry: dict[str, Any] = {
+                "distribution": r.distribution,
+                "mean_ms": r.mean_ms,
+                "cv": r.cv,
+                "per_item_ms": r.per_item_ms,
+            }
+            if r.overhead_ms:
+                entry["overhead_ms"] = r.overhead_ms
+            if r.batch_ms:
+                entry["batch_ms"] = [[n, ms] for n, ms in r.batch_ms]
+            if r.load_dependence:
+                entry["load_dependence"] = [dict(row) for row in r.load_dependence]
+            rpcs[rpc] = entry
+        batching = None
+        if svc.batching is not None:
+            batching = {
+                "max_batch": svc.batching.max_batch,
+                "max_wait_ms": svc.batching.max_wait_ms,
+                "variability": svc.batching.variability,
+            }
+            if svc.batching.wake_ms:
+                batching["wake_ms"] = svc.batching.wake_ms
+            if svc.batching.rpcs:
+                batching["rpcs"] = list(svc.batching.rpcs)
+        services[name] = {"workers": svc.workers, "batching": batching, "rpcs": rpcs}
+    return {"version": 1, "provenance": dict(calibration.provenance), "services": services}
 
 
 def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> Calibration:
@@ -115,31 +241,52 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 mean_ms=_number(r.get("mean_ms"), f"{rkey}.mean_ms"),
                 cv=_number(r.get("cv", 0.5), f"{rkey}.cv"),
                 per_item_ms=_number(r.get("per_item_ms", 0.0), f"{rkey}.per_item_ms"),
+                overhead_ms=_number(r.get("overhead_ms", 0.0), f"{rkey}.overhead_ms"),
+                load_dependence=_load_dependence(
+                    r.get("load_dependence", []), f"{rkey}.load_dependence"
+                ),
+                batch_ms=_batch_points(r.get("batch_ms", []), f"{rkey}.batch_ms"),
             )
         batching = None
         if raw.get("batching") is not None:
             b = raw["batching"]
             if not isinstance(b, dict):
                 raise CalibrationError(f"{key}.batching: expected an object or null")
+            variability = b.get("variability", "fixed")
+            if variability not in VARIABILITY:
+                raise CalibrationError(
+                    f"{key}.batching.variability: one of {', '.join(VARIABILITY)}"
+                )
             batching = Batching(
                 max_batch=int(_number(b.get("max_batch", 32), f"{key}.batching.max_batch", 1)),
                 max_wait_ms=_number(b.get("max_wait_ms", 0.0), f"{key}.batching.max_wait_ms"),
+                variability=variability,
+                wake_ms=_number(b.get("wake_ms", 0.0), f"{key}.batching.wake_ms"),
+                rpcs=_rpc_names(b.get("rpcs", []), f"{key}.batching.rpcs", rpcs),
             )
         services[name] = ServiceCalibration(workers, rpcs, batching)
     return Calibration(services, dict(data.get("provenance") or {}))
 
 
+def shipped_calibrations() -> list[str]:
+    """Names of the calibration files shipped in ``simulator/calibration/``."""
+    folder = resources.files("simulator").joinpath("calibration")
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
 def load_calibration(path: str | Path | None = None) -> Calibration:
-    """The shipped default calibration, or a JSON file."""
-    if path is None or str(path) == "default":
-        text = resources.files("simulator").joinpath("calibration/default.json").read_text("utf-8")
-        source = "calibration/default.json"
+    """The shipped default calibration, a shipped one by name (``measured-2core``), or a JSON
+    file."""
+    name = "default" if path is None else str(path)
+    if "/" not in name and not name.endswith(".json") and name in shipped_calibrations():
+        text = resources.files("simulator").joinpath(f"calibration/{name}.json").read_text("utf-8")
+        source = f"calibration/{name}.json"
     else:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(name).read_text(encoding="utf-8")
         except OSError as exc:
-            raise CalibrationError(f"calibration: cannot read {path}: {exc.strerror}") from None
-        source = str(path)
+            raise CalibrationError(f"calibration: cannot read {name}: {exc.strerror}") from None
+        source = name
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -156,7 +303,11 @@ class ServiceTimeSampler:
         self.calibration = calibration
         self.rng = rng
         self.per_item_s = calibration.per_item_ms / 1000.0
+        self.mean_s = calibration.mean_ms / 1000.0
         self._buffer: list[float] = []
+        self._unit: ServiceTimeSampler | None = None
+        self._normals: list[float] = []
+        self._batch_table = bool(calibration.batch_ms)
 
     def _refill(self) -> None:
         c = self.calibration
@@ -176,6 +327,32 @@ class ServiceTimeSampler:
         if not self._buffer:
             self._refill()
         return self._buffer.pop() + self.per_item_s * items
+
+    def batch_mean_s(self, items: int) -> float:
+        """Mean time of a batch of ``items`` (s): the measured table, else ``a + b·items``."""
+        if self._batch_table:
+            return self.calibration.batch_mean_ms(items) / 1000.0
+        return self.mean_s + self.per_item_s * items
+
+    def averaged_sample(self, items: int) -> float:
+        """A batch of ``items``: lognormal, mean ``T(items)``, cv ``cv / sqrt(k)`` where
+        ``k = T(items) / T(1)`` lone calls last as long as the batch."""
+        mean = self.batch_mean_s(items)
+        lone = self.batch_mean_s(1)
+        if mean <= 0 or lone <= 0:
+            return max(mean, 0.0)
+        if not self._normals:
+            self._normals = self.rng.standard_normal(self.BLOCK).tolist()
+        cv = self.calibration.cv / math.sqrt(max(mean / lone, 1.0))
+        sigma = math.sqrt(math.log1p(cv * cv))
+        return mean * math.exp(sigma * self._normals.pop() - sigma * sigma / 2)
+
+    def unit_sample(self) -> float:
+        """A factor of mean 1 with this RPC's distribution and ``cv`` (proportional noise)."""
+        if self._unit is None:
+            unit = replace(self.calibration, mean_ms=1000.0, per_item_ms=0.0)
+            self._unit = ServiceTimeSampler(unit, self.rng)
+        return self._unit.sample(0)
 
 
 @dataclass
@@ -205,6 +382,7 @@ class Station:
         self.calibration = calibration
         self.workers = calibration.workers
         self.samplers = {rpc: ServiceTimeSampler(c, rng) for rpc, c in calibration.rpcs.items()}
+        self._overhead_s = {rpc: c.overhead_ms / 1000.0 for rpc, c in calibration.rpcs.items()}
         self.stats: dict[str, RpcStats] = {rpc: RpcStats() for rpc in calibration.rpcs}
         self.window_s = window_s
         self.busy_s: dict[int, float] = {}
@@ -216,6 +394,9 @@ class Station:
         self._free = calibration.workers
         self._waiting: deque[simpy.Event] = deque()
         self._batching = calibration.batching
+        self._batched = (
+            frozenset(calibration.batching.rpcs) if calibration.batching else frozenset()
+        )
         self._queue: deque[tuple[str, int, float, simpy.Event]] = deque()
         self._idle: list[simpy.Event] = []
         if self._batching is not None:
@@ -231,13 +412,20 @@ class Station:
         """Process body: queue, be served, return the time spent in the service (s)."""
         env = self.env
         arrived = env.now
-        if self._batching is not None:
+        overhead = self._overhead_s[rpc]
+        if overhead > 0:
+            # Client and gRPC time outside the queue: half on the way in, half on the way out.
+            yield env.timeout(overhead / 2)
+        if self._batching is not None and (not self._batched or rpc in self._batched):
             done = env.event()
-            self._queue.append((rpc, items, arrived, done))
+            self._queue.append((rpc, items, env.now, done))
             if self._idle:
                 self._idle.pop().succeed()
             yield done
+            if overhead > 0:
+                yield env.timeout(overhead / 2)
             return float(env.now - arrived)
+        queued = env.now
         if self._free > 0:
             self._free -= 1
         else:
@@ -246,13 +434,15 @@ class Station:
             yield turn
         started = env.now
         service = self.samplers[rpc].sample(items)
-        self._account(started, service, started - arrived)
+        self._account(started, service, started - queued)
         yield env.timeout(service)
         if self._waiting:
             # Hand the server straight to the next in line.
             self._waiting.popleft().succeed()
         else:
             self._free += 1
+        if overhead > 0:
+            yield env.timeout(overhead / 2)
         return float(env.now - arrived)
 
     def _batch_worker(self) -> Generator[simpy.Event, Any, None]:
@@ -260,11 +450,15 @@ class Station:
         assert self._batching is not None
         max_batch = self._batching.max_batch
         max_wait = self._batching.max_wait_ms / 1000.0
+        variability = self._batching.variability
+        wake_s = self._batching.wake_ms / 1000.0
+        woken = False
         while True:
             if not self._queue:
                 wake = env.event()
                 self._idle.append(wake)
                 yield wake
+                woken = True
                 continue
             if len(self._queue) < max_batch and max_wait > 0:
                 yield env.timeout(max_wait)
@@ -274,7 +468,18 @@ class Station:
             # One model call for the batch: the fixed part once, the per-item part per request.
             rpc = batch[0][0]
             sampler = self.samplers[rpc]
-            service = sampler.sample(0) + sampler.per_item_s * sum(b[1] for b in batch)
+            items = sum(b[1] for b in batch)
+            if variability == "proportional":
+                service = sampler.unit_sample() * sampler.batch_mean_s(items)
+            elif variability == "averaged":
+                service = sampler.averaged_sample(items)
+            elif sampler.calibration.batch_ms:
+                service = sampler.batch_mean_s(items)
+            else:
+                service = sampler.sample(0) + sampler.per_item_s * items
+            if woken:
+                service += wake_s
+                woken = False
             started = env.now
             self._account(started, service, sum(started - b[2] for b in batch))
             self.batches += 1

@@ -1,15 +1,421 @@
-"""Placeholder while this step is being built; the command says so instead of pretending."""
+"""``shoptwin capacity calibrate``: measure the real services through gRPC and write the
+calibration file model mode reads.
+
+For each service: a closed-loop ladder (concurrency 1, 2, 4, ... by default) through the real
+gRPC path from a generator in its own process, the bare echo RPC at concurrency 1 in the same
+run (the overhead outside the queue), a straight-line fit of mean latency against concurrency
+(``fit.fit_batching``: per-batch and per-item time of the take-all batcher) and the noise (cv)
+of a lone call. The ladder is kept in the file (``load_dependence``) for the record. Services
+not measured keep their entries from ``--base`` so the file stays complete for model mode.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import platform
+import shlex
 import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from services.runtime.settings import SettingsError
+
+DEFAULT_LADDER = "1,2,4,8,16,32,64"
+#: Open-loop rate of the echo overhead measurement (calls/s): light, every call finds the
+#: client and the server idle.
+ECHO_LIGHT_RATE = 50.0
+#: Light open-loop load for the lone-call measurement, as a fraction of the ladder's best
+#: throughput.
+LIGHT_FRACTION = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments yet."""
+    """Flags of ``shoptwin capacity calibrate``."""
+    from simulator.capacity.harness import add_common_arguments
+
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=4.0,
+        help="measured seconds per ladder level (all passes)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=0.5, help="unmeasured seconds before each level"
+    )
+    parser.add_argument(
+        "--concurrencies",
+        default=DEFAULT_LADDER,
+        help=f"closed-loop ladder (default {DEFAULT_LADDER})",
+    )
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=2,
+        help="passes over the ladder, each for duration/passes per level (pooled)",
+    )
+    parser.add_argument(
+        "--base",
+        default="default",
+        help="calibration whose other services are kept (default: the shipped one)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".shoptwin/capacity/calibration.json"),
+        help="calibration file to write",
+    )
+
+
+def parse_ladder(value: str, flag: str = "--concurrencies") -> list[int]:
+    """A comma-separated list of distinct concurrencies >= 1 (at least two)."""
+    try:
+        levels = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise SettingsError(f"{flag}: expected whole numbers like 1,2,4,8, got {value!r}") from None
+    if len(levels) < 2 or levels[0] < 1:
+        raise SettingsError(f"{flag}: give at least two concurrencies >= 1")
+    return levels
+
+
+def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """Validated flags (``SettingsError`` names the flag)."""
+    from simulator.capacity.harness import check_number, parse_services, parse_targets
+
+    check_number(args.duration, "--duration")
+    check_number(args.warmup, "--warmup", strict=False)
+    check_number(args.workers, "--workers", minimum=1, strict=False, integer=True)
+    check_number(args.passes, "--passes", minimum=1, strict=False, integer=True)
+    return {
+        "services": parse_services(args.services),
+        "targets": parse_targets(args.target),
+        "ladder": parse_ladder(args.concurrencies),
+    }
+
+
+def measure_and_fit(
+    generator: Any,
+    running: Any,
+    services: list[str],
+    ladder: list[int],
+    *,
+    duration_s: float,
+    warmup_s: float,
+    workers: int,
+    passes: int = 2,
+    log: Any = print,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure echo and each service's ladder, fit the model; returns the service entries of
+    the calibration (JSON objects) and the raw measurements. The ladder runs ``passes`` times
+    with ``duration_s / passes`` per level and the passes are pooled, so a burst of background
+    load spreads over the levels instead of bending one of them."""
+    from simulator.capacity.fit import capacity_per_s, fit_batching, simulate_closed
+    from simulator.capacity.harness import MEASURABLE
+    from simulator.capacity.measure import ClosedJob, OpenJob, merge_results
+    from simulator.platform import Batching, RpcCalibration, ServiceCalibration
+
+    echo = running.workloads["echo"]
+    # Warm the echo server and the channel, then the baseline at concurrency 1 (back to back:
+    # the warm path the closed-loop ladder sees) and open-loop at a light rate (every call
+    # finds client and server asleep: the path open-loop traffic sees).
+    generator.run([ClosedJob(echo, 4, 0.5, 0.5)])
+    echo_result = generator.run([ClosedJob(echo, 1, duration_s, warmup_s)])[0].summary()
+    echo_open = generator.run(
+        [OpenJob(echo, ECHO_LIGHT_RATE, duration_s, warmup_s=warmup_s, seed=1)]
+    )[0].summary()
+    warm_overhead_ms = echo_result["mean_ms"]
+    overhead_ms = echo_open["mean_ms"]
+    log(
+        f"echo: {warm_overhead_ms:.3f} ms back to back, {overhead_ms:.3f} ms open-loop at "
+        f"{ECHO_LIGHT_RATE:.0f}/s (the overhead outside the queue)"
+    )
+    entries: dict[str, Any] = {}
+    raw: dict[str, Any] = {"echo": echo_result, "echo_open": echo_open}
+    for name in services:
+        rpc, max_batch = MEASURABLE[name]
+        workload = running.workloads[name]
+        # Warm-up: model caches, thread pools, first-call allocations.
+        generator.run([ClosedJob(workload, 8, 1.0, 1.0)])
+        per_pass = duration_s / passes
+        runs = [
+            generator.run([ClosedJob(workload, c, per_pass, warmup_s) for c in ladder])
+            for _ in range(passes)
+        ]
+        results = [merge_results([run[i] for run in runs]) for i in range(len(ladder))]
+        rows = []
+        for result in results:
+            s = result.summary()
+            rows.append(
+                {
+                    "concurrency": s["level"],
+                    "throughput": round(s["throughput"], 1),
+                    "mean_ms": s["mean_ms"],
+                    "p50_ms": s["p50_ms"],
+                    "p95_ms": s["p95_ms"],
+                    "p99_ms": s["p99_ms"],
+                }
+            )
+            log(
+                f"{name}.{rpc} c={s['level']:>3}: {s['throughput']:8.1f}/s  mean "
+                f"{s['mean_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms  errors {s['errors']}"
+            )
+        errors = sum(r.errors for r in results)
+        if errors and errors > 0.01 * sum(r.completed for r in results):
+            raise RuntimeError(f"{name}: {errors} errors while calibrating; see the service log")
+        fit = fit_batching(
+            [r["concurrency"] for r in rows], [r["mean_ms"] for r in rows], warm_overhead_ms
+        )
+        table = batch_table(rows, fit.overhead_ms, max_batch)
+        # A lone call at a light open-loop rate: what the batcher's wake-up costs, and the
+        # noise of a call's own time (the overhead taken out).
+        light_rate = max(LIGHT_FRACTION * max(r["throughput"] for r in rows), 5.0)
+        light = generator.run(
+            [OpenJob(workload, light_rate, 2 * duration_s, warmup_s=warmup_s, seed=2)]
+        )[0]
+        lone = light.summary()
+        t1 = table[0][1]
+        # Medians, not means: a burst of background load during these few seconds must not
+        # become a wake-up cost every idle batch pays.
+        wake_ms = max(
+            (lone["p50_ms"] - echo_open["p50_ms"]) - (rows[0]["p50_ms"] - echo_result["p50_ms"]),
+            0.0,
+        )
+        # The noise is drawn on T(n); scale it so a lone call (T(1) + wake) keeps its spread.
+        # Two estimates (this light open-loop run, and the back-to-back lone calls of the
+        # ladder): background load only ever widens a spread, so the calmer one is kept.
+        own_light = [v - overhead_ms for v in light.latencies_ms]
+        own_closed = [v - fit.overhead_ms for v in results[0].latencies_ms]
+        cv = min(
+            lognormal_cv(own_light) * (t1 + wake_ms) / max(t1, 1e-6),
+            lognormal_cv(own_closed),
+        )
+        log(
+            f"{name}.{rpc} open loop at {light_rate:.1f}/s: mean {lone['mean_ms']:.2f} ms, p95 "
+            f"{lone['p95_ms']:.2f} ms -> wake-up {wake_ms:.2f} ms per batch from idle"
+        )
+        rpc_cal = RpcCalibration(
+            distribution="lognormal",
+            mean_ms=round(fit.per_batch_ms, 4),
+            cv=round(min(cv, 3.0), 3),
+            per_item_ms=round(fit.per_item_ms, 4),
+            overhead_ms=round(overhead_ms, 4),
+            load_dependence=tuple(rows),
+            batch_ms=table,
+        )
+        service = ServiceCalibration(
+            workers=workers,
+            rpcs={rpc: rpc_cal},
+            batching=Batching(
+                max_batch=max_batch,
+                max_wait_ms=0.0,
+                variability="averaged",
+                wake_ms=round(wake_ms, 4),
+            ),
+        )
+        # The model under the closed ladder on the warm path, for the record.
+        warm = replace(
+            service,
+            rpcs={rpc: replace(rpc_cal, overhead_ms=fit.overhead_ms)},
+            batching=replace(service.batching, wake_ms=0.0) if service.batching else None,
+        )
+        check = [
+            simulate_closed(
+                warm, rpc, concurrency=c, duration_s=max(duration_s, 5.0), warmup_s=1.0, seed=c
+            ).summary()
+            for c in ladder
+        ]
+        log(
+            f"{name}.{rpc}: per batch {fit.per_batch_ms:.3f} ms + {fit.per_item_ms:.3f} ms per "
+            f"request (r2 {fit.r2:.3f}), overhead {overhead_ms:.3f} ms, cv {rpc_cal.cv}; "
+            f"capacity {capacity_per_s(service, rpc):.0f}/s"
+        )
+        entries[name] = service
+        raw[name] = {
+            "fit": {
+                "per_batch_ms": fit.per_batch_ms,
+                "per_item_ms": fit.per_item_ms,
+                "warm_overhead_ms": fit.overhead_ms,
+                "overhead_ms": overhead_ms,
+                "r2": fit.r2,
+                "wake_ms": wake_ms,
+                "light_open_loop": lone,
+            },
+            "ladder": rows,
+            "model_ladder": [
+                {k: c[k] for k in ("level", "throughput", "mean_ms", "p50_ms", "p95_ms")}
+                for c in check
+            ],
+        }
+    return entries, raw
+
+
+def batch_table(
+    rows: list[dict[str, Any]], overhead_ms: float, max_batch: int
+) -> tuple[tuple[float, float], ...]:
+    """Batch time per batch size from the closed-loop ladder: at concurrency ``c`` a take-all
+    batcher serves batches of about ``c``, so ``T(c) = mean latency(c) - overhead``. Levels
+    above ``max_batch`` are left out (their batches are capped); the table is made
+    non-decreasing (a bigger batch never takes less time; a dip is noise)."""
+    points: list[tuple[float, float]] = []
+    for row in rows:
+        if row["concurrency"] > max_batch:
+            continue
+        ms = max(row["mean_ms"] - overhead_ms, 0.01)
+        if points:
+            ms = max(ms, points[-1][1])
+        points.append((float(row["concurrency"]), round(ms, 4)))
+    return tuple(points)
+
+
+def lognormal_cv(own_ms: Any) -> float:
+    """The cv of the lognormal whose p50..p95 spread matches ``own_ms`` (a lone call's own
+    time): ``ln(p95/p50) = 1.645·sigma``. Quantiles, not the sample's std, so a few long stalls
+    from other processes do not blow the tail of every batch up."""
+    import numpy as np
+
+    values = np.asarray(own_ms, dtype=float)
+    values = values[values > 0]
+    if values.size < 20:
+        return 0.3
+    p50, p95 = np.percentile(values, [50, 95])
+    sigma = math.log(p95 / p50) / 1.6449 if p50 > 0 and p95 > p50 else 0.0
+    return float(math.sqrt(math.expm1(sigma * sigma)))
+
+
+def build_calibration(base: Any, entries: dict[str, Any], provenance: dict[str, Any]) -> Any:
+    """``base`` with the measured ``entries`` merged in, and the new provenance. A measured
+    service keeps the base's RPCs that were not measured, outside its batcher."""
+    services = dict(base.services)
+    for name, measured in entries.items():
+        merged = measured
+        if name in services:
+            # The base's other RPCs stay (model mode needs them), served outside the batcher.
+            rpcs = {**services[name].rpcs, **measured.rpcs}
+            batching = measured.batching
+            if batching is not None and len(rpcs) > len(measured.rpcs):
+                batching = replace(batching, rpcs=tuple(measured.rpcs))
+            merged = replace(measured, rpcs=rpcs, batching=batching)
+        services[name] = merged
+    return replace(base, services=services, provenance=provenance)
+
+
+SOURCE = (
+    "shoptwin capacity calibrate: closed-loop ladder through gRPC from a separate generator "
+    "process (batch_ms: mean latency at concurrency n less the back-to-back echo latency; "
+    "mean_ms/per_item_ms: line fit of the same), overhead_ms: open-loop echo at 50/s, wake_ms: "
+    "a lone call at a light open-loop rate less overhead and T(1) (medians), cv: lognormal "
+    "p50..p95 spread; services not in measured_services keep the base file's entries"
+)
+
+
+def provenance_for(services: list[str], argv: list[str], raw: dict[str, Any]) -> dict[str, Any]:
+    """Where the numbers came from: commit, host, command, time, which services were measured."""
+    from services.runtime.bench import git_commit
+
+    return {
+        "measured": True,
+        "measured_services": services,
+        "source": SOURCE,
+        "commit": git_commit(),
+        "host": platform.node(),
+        "cpus": __import__("os").cpu_count(),
+        "command": "shoptwin " + shlex.join(argv),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "echo_mean_ms": raw["echo"]["mean_ms"],
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    print("shoptwin: error: this command is not built yet", file=sys.stderr)
-    return 2
+    """Calibrate the services and write the file."""
+    from simulator.capacity.measure import LoadGenerator
+
+    checked = check_arguments(args)
+    from simulator.platform import CalibrationError, calibration_to_json, load_calibration
+
+    try:
+        base = load_calibration(args.base)
+    except CalibrationError as exc:
+        raise SettingsError(f"--base: {exc}") from None
+    log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr))
+    # The generator process starts before anything in this process touches gRPC.
+    with LoadGenerator() as generator:
+        from simulator.capacity.harness import running_services
+
+        log_dir = args.log_dir or args.out.parent / "logs"
+        with running_services(
+            checked["services"],
+            checked["targets"],
+            workers=args.workers,
+            log_dir=log_dir,
+            config_path=getattr(args, "config", None),
+            log=log,
+        ) as running:
+            entries, raw = measure_and_fit(
+                generator,
+                running,
+                checked["services"],
+                checked["ladder"],
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+                workers=args.workers,
+                passes=args.passes,
+                log=log,
+            )
+    provenance = provenance_for(checked["services"], sys.argv[1:], raw)
+    calibration = build_calibration(base, entries, provenance)
+    payload = calibration_to_json(calibration)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    measurements_path = args.out.with_suffix(".measurements.json")
+    measurements_path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        json.dump(payload, sys.stdout, indent=2)
+        print()
+    else:
+        print(render_summary(calibration, checked["services"], raw))
+        print(f"wrote {args.out} (measurements: {measurements_path})")
+    return 0
+
+
+def render_summary(calibration: Any, services: list[str], raw: dict[str, Any]) -> str:
+    """One row per measured service: the fitted model and its closed-loop check."""
+    from services.runtime.bench import render_table
+    from simulator.capacity.fit import capacity_per_s
+
+    rows = []
+    for name in services:
+        svc = calibration.services[name]
+        for rpc, r in svc.rpcs.items():
+            rows.append(
+                {
+                    "service": name,
+                    "rpc": rpc,
+                    "overhead_ms": r.overhead_ms,
+                    "per_batch_ms": r.mean_ms,
+                    "per_item_ms": r.per_item_ms,
+                    "cv": r.cv,
+                    "wake_ms": svc.batching.wake_ms if svc.batching else 0.0,
+                    "r2": round(raw[name]["fit"]["r2"], 3),
+                    "capacity_per_s": round(capacity_per_s(svc, rpc), 1),
+                    "measured_max_per_s": max(row["throughput"] for row in raw[name]["ladder"]),
+                }
+            )
+    return render_table(
+        rows,
+        [
+            "service",
+            "rpc",
+            "overhead_ms",
+            "per_batch_ms",
+            "per_item_ms",
+            "cv",
+            "wake_ms",
+            "r2",
+            "capacity_per_s",
+            "measured_max_per_s",
+        ],
+    )

@@ -1,15 +1,406 @@
-"""Placeholder while this step is being built; the command says so instead of pretending."""
+"""``shoptwin capacity validate``: the model's predictions against the real services under
+open-loop Poisson load, over a ladder of arrival rates from light load to past saturation.
+
+For each service and rate the generator (a separate process, ``measure.LoadGenerator``) offers
+Poisson arrivals for ``--warmup`` + ``--duration`` seconds and measures the calls that arrived
+after the warm-up; the model (``fit.simulate_open``: the ``Station`` model mode uses, fed the
+calibration) gets the same arrival times (same seed), the same in-flight cap and the same
+window. The bounds:
+
+* **knee**: the maximum sustainable throughput, defined as the highest throughput achieved
+  (successful completions inside the window per second) over the ladder, measured and predicted
+  alike; the predicted knee must be within ``--knee-tolerance`` (20 %) of the measured one. The
+  auto ladder runs to 1.3x the predicted knee, so both sides reach saturation.
+* **p95 below the knee**: at every rate whose offered load is at most ``--below-knee`` (0.8) of
+  the measured knee, the predicted p95 must be within ``--p95-tolerance`` (15 %) of the
+  measured p95. Closer to the knee p95 diverges (it is unbounded at the knee itself), so a small
+  capacity error becomes an arbitrarily large p95 error: those rates are shown, not judged.
+
+Exit status 1 when any bound fails.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
+
+from services.runtime.settings import SettingsError
+
+AUTO_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments yet."""
+    """Flags of ``shoptwin capacity validate``."""
+    from simulator.capacity.calibrate import DEFAULT_LADDER
+    from simulator.capacity.harness import add_common_arguments
+
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        help="calibration file to check (default: calibrate first, in this run, and check that)",
+    )
+    parser.add_argument(
+        "--rates",
+        default="auto",
+        help="'auto' (0.1..1.3 of the predicted knee) or comma-separated arrival rates per second",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=8.0, help="measured seconds per rate (all passes)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="unmeasured seconds at the start of each rate"
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=256,
+        help="calls outstanding at most; arrivals past it are dropped (counted as drops)",
+    )
+    parser.add_argument("--seed", type=int, default=7, help="seed of the arrival processes")
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=2,
+        help="passes over the ladder, each for duration/passes per rate (pooled)",
+    )
+    parser.add_argument("--p95-tolerance", type=float, default=0.15)
+    parser.add_argument("--knee-tolerance", type=float, default=0.20)
+    parser.add_argument(
+        "--below-knee",
+        type=float,
+        default=0.8,
+        help="p95 is judged at offered rates up to this fraction of the measured knee",
+    )
+    parser.add_argument(
+        "--concurrencies",
+        default=DEFAULT_LADDER,
+        help="closed-loop ladder when calibrating first",
+    )
+    parser.add_argument(
+        "--calibration-duration",
+        type=float,
+        default=4.0,
+        help="measured seconds per ladder level when calibrating first",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".shoptwin/capacity/validate"),
+        help="directory for validate.json, report.html (and calibration.json when calibrating)",
+    )
+
+
+def parse_rates(value: str) -> list[float] | None:
+    """``None`` for auto, else the sorted rates; ``SettingsError`` names ``--rates``."""
+    if value.strip() == "auto":
+        return None
+    try:
+        rates = sorted({float(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise SettingsError(
+            f"--rates: expected 'auto' or numbers like 50,100,200, got {value!r}"
+        ) from None
+    if not rates or rates[0] <= 0:
+        raise SettingsError("--rates: give at least one rate > 0")
+    return rates
+
+
+def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """Validated flags (``SettingsError`` names the flag)."""
+    from simulator.capacity.calibrate import parse_ladder
+    from simulator.capacity.harness import check_number, parse_services, parse_targets
+
+    check_number(args.duration, "--duration")
+    check_number(args.warmup, "--warmup", strict=False)
+    check_number(args.workers, "--workers", minimum=1, strict=False, integer=True)
+    check_number(args.max_in_flight, "--max-in-flight", minimum=1, strict=False, integer=True)
+    check_number(args.passes, "--passes", minimum=1, strict=False, integer=True)
+    check_number(args.p95_tolerance, "--p95-tolerance")
+    check_number(args.knee_tolerance, "--knee-tolerance")
+    check_number(args.below_knee, "--below-knee")
+    check_number(args.calibration_duration, "--calibration-duration")
+    checked: dict[str, Any] = {
+        "services": parse_services(args.services),
+        "targets": parse_targets(args.target),
+        "rates": parse_rates(args.rates),
+        "ladder": parse_ladder(args.concurrencies),
+        "calibration": None,
+    }
+    if args.calibration is not None:
+        from simulator.platform import CalibrationError, load_calibration
+
+        try:
+            calibration = load_calibration(args.calibration)
+        except CalibrationError as exc:
+            raise SettingsError(f"--calibration: {exc}") from None
+        for name in checked["services"]:
+            if name not in calibration.services:
+                raise SettingsError(f"--calibration: has no service {name!r}")
+        checked["calibration"] = calibration
+    return checked
+
+
+def evaluate(
+    rows: list[dict[str, Any]],
+    *,
+    p95_tolerance: float,
+    knee_tolerance: float,
+    below_knee: float,
+) -> dict[str, Any]:
+    """Knees and the pass/fail of each bound for one service's ladder of rows (each with
+    ``rate``, measured ``m_*`` and predicted ``p_*`` fields); marks the judged rows."""
+    measured_knee = max(r["m_throughput"] for r in rows)
+    predicted_knee = max(r["p_throughput"] for r in rows)
+    knee_error = (predicted_knee - measured_knee) / measured_knee if measured_knee else float("inf")
+    p95_ok = True
+    for r in rows:
+        judged = r["rate"] <= below_knee * measured_knee
+        r["judged"] = judged
+        r["p95_error"] = (
+            round((r["p_p95_ms"] - r["m_p95_ms"]) / r["m_p95_ms"], 3) if r["m_p95_ms"] else None
+        )
+        r["p95_ok"] = (not judged) or (
+            r["p95_error"] is not None and abs(r["p95_error"]) <= p95_tolerance
+        )
+        p95_ok = p95_ok and r["p95_ok"]
+    judged_count = sum(r["judged"] for r in rows)
+    knee_ok = abs(knee_error) <= knee_tolerance
+    return {
+        "measured_knee_per_s": round(measured_knee, 1),
+        "predicted_knee_per_s": round(predicted_knee, 1),
+        "knee_error": round(knee_error, 3),
+        "knee_ok": knee_ok,
+        "p95_ok": p95_ok and judged_count > 0,
+        "judged_rates": judged_count,
+        "passed": knee_ok and p95_ok and judged_count > 0,
+    }
+
+
+def validate_service(
+    generator: Any,
+    workload: Any,
+    service_cal: Any,
+    rpc: str,
+    rates: list[float] | None,
+    *,
+    duration_s: float,
+    warmup_s: float,
+    max_in_flight: int,
+    seed: int,
+    passes: int,
+    log: Any,
+) -> tuple[list[dict[str, Any]], float]:
+    """Measured and predicted rows over the rate ladder, and the analytic capacity."""
+    from simulator.capacity.fit import capacity_per_s, simulate_open
+    from simulator.capacity.measure import ClosedJob, OpenJob, merge_results
+
+    capacity = capacity_per_s(service_cal, rpc)
+    if rates is None:
+        # The knee the model predicts over a probe ladder, then fractions of it.
+        probe = [
+            simulate_open(
+                service_cal,
+                rpc,
+                rate=capacity * f,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                seed=seed,
+                max_in_flight=max_in_flight,
+            ).throughput
+            for f in (0.9, 1.0, 1.2)
+        ]
+        knee = max(probe)
+        rates = [round(knee * f, 1) for f in AUTO_FRACTIONS]
+    generator.run([ClosedJob(workload, 8, 1.0, 1.0)])  # warm-up, not measured
+    # Each pass runs the whole ladder once with duration/passes per rate; pooling the passes
+    # spreads slow changes in the machine's background load over every rate alike.
+    per_pass = duration_s / passes
+    measured_runs: dict[int, list[Any]] = {i: [] for i in range(len(rates))}
+    predicted_runs: dict[int, list[Any]] = {i: [] for i in range(len(rates))}
+    for pass_index in range(passes):
+        for index, rate in enumerate(rates):
+            job = OpenJob(
+                workload,
+                rate,
+                per_pass,
+                warmup_s=warmup_s,
+                seed=seed * 1000 + pass_index * 100 + index,
+                max_in_flight=max_in_flight,
+            )
+            measured_runs[index].append(generator.run([job])[0])
+            predicted_runs[index].append(
+                simulate_open(
+                    service_cal,
+                    rpc,
+                    rate=rate,
+                    duration_s=per_pass,
+                    warmup_s=warmup_s,
+                    seed=job.seed,
+                    max_in_flight=max_in_flight,
+                    timeout_s=job.timeout_s,
+                )
+            )
+    rows = []
+    for index, rate in enumerate(rates):
+        measured = merge_results(measured_runs[index]).summary()
+        predicted = merge_results(predicted_runs[index]).summary()
+        row: dict[str, Any] = {"rate": rate}
+        for prefix, summary in (("m", measured), ("p", predicted)):
+            for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "drops", "errors"):
+                value = summary[key]
+                row[f"{prefix}_{key}"] = round(value, 3) if isinstance(value, float) else value
+        rows.append(row)
+        log(
+            f"{workload.service} @ {rate:.1f}/s: measured {measured['throughput']:.1f}/s p95 "
+            f"{measured['p95_ms']:.2f} ms | predicted {predicted['throughput']:.1f}/s p95 "
+            f"{predicted['p95_ms']:.2f} ms"
+        )
+    return rows, capacity
+
+
+COLUMNS = (
+    "rate",
+    "m_throughput",
+    "p_throughput",
+    "m_p50_ms",
+    "p_p50_ms",
+    "m_p95_ms",
+    "p_p95_ms",
+    "p95_error",
+    "m_p99_ms",
+    "p_p99_ms",
+    "m_drops",
+    "m_errors",
+    "judged",
+)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("shoptwin: error: this command is not built yet", file=sys.stderr)
-    return 2
+    """Calibrate (unless given a file), measure and predict the ladder, judge, report."""
+    from simulator.capacity.measure import LoadGenerator
+
+    checked = check_arguments(args)
+    log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr))
+    results: dict[str, Any] = {}
+    calibration = checked["calibration"]
+    raw_calibration = None
+    args.out.mkdir(parents=True, exist_ok=True)
+    # The generator process starts before anything in this process touches gRPC.
+    with LoadGenerator() as generator:
+        from simulator.capacity.harness import MEASURABLE, running_services
+
+        with running_services(
+            checked["services"],
+            checked["targets"],
+            workers=args.workers,
+            log_dir=args.log_dir or args.out / "logs",
+            config_path=getattr(args, "config", None),
+            log=log,
+        ) as running:
+            if calibration is None:
+                from simulator.capacity.calibrate import (
+                    build_calibration,
+                    measure_and_fit,
+                    provenance_for,
+                )
+                from simulator.platform import calibration_to_json, load_calibration
+
+                entries, raw_calibration = measure_and_fit(
+                    generator,
+                    running,
+                    checked["services"],
+                    checked["ladder"],
+                    duration_s=args.calibration_duration,
+                    warmup_s=args.warmup,
+                    workers=args.workers,
+                    passes=args.passes,
+                    log=log,
+                )
+                calibration = build_calibration(
+                    load_calibration("default"),
+                    entries,
+                    provenance_for(checked["services"], sys.argv[1:], raw_calibration),
+                )
+                (args.out / "calibration.json").write_text(
+                    json.dumps(calibration_to_json(calibration), indent=2) + "\n",
+                    encoding="utf-8",
+                )
+            for name in checked["services"]:
+                rpc = MEASURABLE[name][0]
+                service_cal = calibration.services[name]
+                if rpc not in service_cal.rpcs:
+                    raise SettingsError(f"--calibration: services.{name}.rpcs has no {rpc}")
+                rows, capacity = validate_service(
+                    generator,
+                    running.workloads[name],
+                    service_cal,
+                    rpc,
+                    checked["rates"],
+                    duration_s=args.duration,
+                    warmup_s=args.warmup,
+                    max_in_flight=args.max_in_flight,
+                    seed=args.seed,
+                    passes=args.passes,
+                    log=log,
+                )
+                verdict = evaluate(
+                    rows,
+                    p95_tolerance=args.p95_tolerance,
+                    knee_tolerance=args.knee_tolerance,
+                    below_knee=args.below_knee,
+                )
+                verdict["analytic_capacity_per_s"] = round(capacity, 1)
+                results[name] = {"rpc": rpc, "rows": rows, **verdict}
+    from services.runtime.bench import run_metadata
+
+    payload = {
+        "meta": run_metadata({k: v for k, v in vars(args).items() if k != "handler"}),
+        "bounds": {
+            "p95_tolerance": args.p95_tolerance,
+            "knee_tolerance": args.knee_tolerance,
+            "below_knee": args.below_knee,
+            "knee": "highest achieved throughput (completions in the window per second) over "
+            "the rate ladder",
+        },
+        "calibration": {
+            "source": args.calibration or str(args.out / "calibration.json"),
+            "provenance": dict(calibration.provenance),
+        },
+        "services": results,
+        "passed": all(r["passed"] for r in results.values()),
+    }
+    from simulator.capacity.report import write_report
+    from simulator.report import write_json
+
+    write_json(args.out / "validate.json", payload)
+    write_report(args.out / "report.html", payload)
+    if args.json:
+        json.dump(payload, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(render_text(payload))
+        print(f"wrote {args.out / 'validate.json'} and {args.out / 'report.html'}")
+    return 0 if payload["passed"] else 1
+
+
+def render_text(payload: dict[str, Any]) -> str:
+    """The side-by-side table per service (m_ measured, p_ predicted) and the verdicts."""
+    from services.runtime.bench import render_table
+
+    out = []
+    for name, result in payload["services"].items():
+        out.append(f"\n{name}.{result['rpc']}  (m_ measured, p_ predicted; judged: p95 bound)")
+        out.append(render_table(result["rows"], COLUMNS))
+        out.append(
+            f"knee: measured {result['measured_knee_per_s']}/s, predicted "
+            f"{result['predicted_knee_per_s']}/s ({result['knee_error']:+.1%}) "
+            f"{'ok' if result['knee_ok'] else 'OFF'}; p95 within ±"
+            f"{payload['bounds']['p95_tolerance']:.0%} at {result['judged_rates']} judged rates: "
+            f"{'ok' if result['p95_ok'] else 'OFF'}"
+        )
+    out.append(f"\n{'PASS' if payload['passed'] else 'FAIL'}")
+    return "\n".join(out)

@@ -1,0 +1,201 @@
+"""Fitting the queue model to measurements, and running the model under the same load.
+
+A take-everything-queued batcher serving ``c`` closed-loop callers settles into cycles in which
+each batch holds about ``c`` requests, so the mean latency at concurrency ``c`` is
+``overhead + a + b·c``: ``a`` the fixed cost of a batch (one model call, one thread hop), ``b``
+the cost per request (its share of the model call plus everything serialised per request: the
+server's event loop, the interceptors, protobuf, and on a 2-core machine the load generator's
+CPU). A straight line through the ladder of mean latencies gives ``a`` and ``b``; the bare echo
+RPC measured in the same run gives ``overhead``.
+
+The model side (``simulate_open``, ``simulate_closed``) feeds the same ``Station`` that model
+mode uses with the same arrival process as the generator (``measure.poisson_arrivals``, same
+seed), the same in-flight cap, and summarises it the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from simulator.capacity.measure import LoadResult, poisson_arrivals
+from simulator.platform import ServiceCalibration, Station
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """``y = intercept + slope·x`` with its coefficient of determination."""
+
+    intercept: float
+    slope: float
+    r2: float
+
+
+def fit_line(
+    x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None
+) -> LineFit:
+    """Weighted least-squares line (weights default to 1); ``ValueError`` on fewer than two
+    distinct ``x``."""
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    w = np.ones_like(xs) if weights is None else np.asarray(weights, dtype=float)
+    if xs.size != ys.size or xs.size != w.size:
+        raise ValueError("x, y and weights must have the same length")
+    if np.unique(xs).size < 2:
+        raise ValueError("need at least two distinct x values to fit a line")
+    sw = w.sum()
+    mx = (w * xs).sum() / sw
+    my = (w * ys).sum() / sw
+    sxx = (w * (xs - mx) ** 2).sum()
+    slope = float((w * (xs - mx) * (ys - my)).sum() / sxx)
+    intercept = float(my - slope * mx)
+    residual = (w * (ys - intercept - slope * xs) ** 2).sum()
+    total = (w * (ys - my) ** 2).sum()
+    r2 = float(1.0 - residual / total) if total > 0 else 1.0
+    return LineFit(intercept, slope, r2)
+
+
+@dataclass(frozen=True)
+class BatchFit:
+    """Batch time ``per_batch_ms + per_item_ms·n`` and the overhead outside the queue."""
+
+    per_batch_ms: float
+    per_item_ms: float
+    overhead_ms: float
+    r2: float
+
+
+def fit_batching(
+    concurrencies: Sequence[float], mean_latency_ms: Sequence[float], overhead_ms: float
+) -> BatchFit:
+    """``a`` and ``b`` of a take-all batcher from closed-loop mean latencies per concurrency.
+
+    The line is fitted to latency against concurrency, weighted by 1/concurrency (the noise of
+    a mean grows with the latency itself, and the light-load points pin the fixed part). ``a``
+    is the intercept less ``overhead_ms``, floored at zero (a negative fixed cost is noise; the
+    overhead then absorbs it); ``b`` is floored at a tiny positive value so the model always
+    has a finite capacity.
+    """
+    line = fit_line(concurrencies, mean_latency_ms, [1.0 / c for c in concurrencies])
+    per_item = max(line.slope, 1e-3)
+    per_batch = line.intercept - overhead_ms
+    overhead = overhead_ms
+    if per_batch < 0:
+        overhead = max(overhead_ms + per_batch, 0.0)
+        per_batch = 0.0
+    return BatchFit(per_batch, per_item, overhead, line.r2)
+
+
+def capacity_per_s(service: ServiceCalibration, rpc: str) -> float:
+    """Analytic maximum throughput (requests/s) of ``rpc`` alone on ``service``."""
+    r = service.rpcs[rpc]
+    if service.batching is None:
+        return service.workers * 1000.0 / max(r.mean_ms + r.per_item_ms, 1e-9)
+    # The best batch size up to max_batch (a measured table may bend either way).
+    best = max(n / max(r.batch_mean_ms(n), 1e-9) for n in range(1, service.batching.max_batch + 1))
+    return service.workers * best * 1000.0
+
+
+def _station(service: ServiceCalibration, seed: int) -> tuple[simpy.Environment, Station]:
+    env = simpy.Environment()
+    station = Station(env, "model", service, np.random.default_rng(seed), window_s=math.inf)
+    return env, station
+
+
+def simulate_open(
+    service: ServiceCalibration,
+    rpc: str,
+    *,
+    rate: float,
+    duration_s: float,
+    warmup_s: float,
+    seed: int,
+    max_in_flight: int,
+    timeout_s: float = 10.0,
+) -> LoadResult:
+    """The model under the generator's open-loop job: same arrivals, cap, window and counts."""
+    env, station = _station(service, seed)
+    arrivals = poisson_arrivals(rate, warmup_s + duration_s, seed).tolist()
+    stop_at = warmup_s + duration_s
+    latencies: list[float] = []
+    state = {"in_flight": 0, "offered": 0, "drops": 0, "in_window": 0, "errors": 0}
+
+    def call(scheduled: float) -> Generator[simpy.Event, Any, None]:
+        yield from station.serve(rpc)
+        state["in_flight"] -= 1
+        done = env.now
+        if done - scheduled > timeout_s:
+            # The generator's deadline would have failed this call.
+            state["errors"] += scheduled >= warmup_s
+            return
+        if warmup_s <= done <= stop_at:
+            state["in_window"] += 1
+        if scheduled >= warmup_s:
+            latencies.append((done - scheduled) * 1000.0)
+
+    def source() -> Generator[simpy.Event, Any, None]:
+        for at in arrivals:
+            yield env.timeout(at - env.now)
+            measured = at >= warmup_s
+            state["offered"] += measured
+            if state["in_flight"] >= max_in_flight:
+                state["drops"] += measured
+                continue
+            state["in_flight"] += 1
+            env.process(call(at))
+
+    env.process(source())
+    env.run(until=stop_at + 4 * timeout_s)
+    return LoadResult(
+        kind="model-open",
+        level=rate,
+        offered=state["offered"],
+        completed=len(latencies),
+        errors=state["errors"],
+        drops=state["drops"],
+        window_s=duration_s,
+        throughput=state["in_window"] / duration_s,
+        latencies_ms=latencies,
+    )
+
+
+def simulate_closed(
+    service: ServiceCalibration,
+    rpc: str,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    seed: int,
+) -> LoadResult:
+    """The model under ``concurrency`` closed-loop callers (checks a fit against its ladder)."""
+    env, station = _station(service, seed)
+    stop_at = warmup_s + duration_s
+    latencies: list[float] = []
+
+    def caller() -> Generator[simpy.Event, Any, None]:
+        while env.now < stop_at:
+            sent = env.now
+            yield from station.serve(rpc)
+            if sent >= warmup_s and env.now <= stop_at:
+                latencies.append((env.now - sent) * 1000.0)
+
+    for _ in range(concurrency):
+        env.process(caller())
+    env.run(until=stop_at)
+    return LoadResult(
+        kind="model-closed",
+        level=concurrency,
+        offered=len(latencies),
+        completed=len(latencies),
+        errors=0,
+        drops=0,
+        window_s=duration_s,
+        throughput=len(latencies) / duration_s,
+        latencies_ms=latencies,
+    )

@@ -1,0 +1,369 @@
+"""The load generator of calibrate and validate: closed-loop ladders and open-loop Poisson
+arrivals against a real service over gRPC, in a separate process.
+
+The generator process is started (``spawn``) before the parent opens any gRPC channel, so the
+child has a clean gRPC runtime; it runs one ``grpc.aio`` event loop over one channel and serves
+jobs sent through a pipe. Open-loop latency is measured from the *scheduled* arrival time, so a
+generator that falls behind does not hide queueing (no coordinated omission), and a cap on calls
+in flight turns arrivals past it into counted drops instead of an ever-growing task list: past
+the knee the generator keeps its schedule and reports what the service could not take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import gzip
+import multiprocessing
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Request kinds the generator knows: (service, rpc).
+WORKLOADS = {
+    ("echo", "Echo"),
+    ("recommendation", "Recommend"),
+    ("intent", "Classify"),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What to call: ``service.rpc`` at ``target`` with inputs drawn round-robin from
+    ``inputs`` (user ids for Recommend, texts for Classify, ignored for Echo)."""
+
+    service: str
+    rpc: str
+    target: str
+    inputs: tuple[str, ...] = ()
+    k: int = 10
+
+
+@dataclass(frozen=True)
+class ClosedJob:
+    """``concurrency`` callers back to back for ``warmup_s + duration_s``; the first
+    ``warmup_s`` are not measured."""
+
+    workload: Workload
+    concurrency: int
+    duration_s: float
+    warmup_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class OpenJob:
+    """Poisson arrivals at ``rate`` per second (seeded), measured after ``warmup_s``; an arrival
+    finding ``max_in_flight`` calls outstanding is dropped."""
+
+    workload: Workload
+    rate: float
+    duration_s: float
+    warmup_s: float = 1.0
+    seed: int = 0
+    max_in_flight: int = 256
+    timeout_s: float = 10.0
+
+
+@dataclass
+class LoadResult:
+    """One measured load level. Latencies (ms) of the calls that arrived in the measured window;
+    ``throughput`` counts successful completions inside the window per second."""
+
+    kind: str
+    level: float
+    offered: int
+    completed: int
+    errors: int
+    drops: int
+    window_s: float
+    throughput: float
+    latencies_ms: list[float] = field(default_factory=list)
+    #: Open loop: how late each measured call left the generator after its scheduled arrival.
+    send_lag_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, throughput and percentiles (without the raw latencies)."""
+        values = np.asarray(self.latencies_ms or [float("nan")])
+        p50, p95, p99 = np.percentile(values, [50, 95, 99])
+        data = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "send_lag_ms")}
+        if self.send_lag_ms:
+            lag50, lag95 = np.percentile(self.send_lag_ms, [50, 95])
+            data.update(
+                send_lag_p50_ms=round(float(lag50), 3), send_lag_p95_ms=round(float(lag95), 3)
+            )
+        data.update(
+            mean_ms=round(float(values.mean()), 3),
+            p50_ms=round(float(p50), 3),
+            p95_ms=round(float(p95), 3),
+            p99_ms=round(float(p99), 3),
+            cv=round(float(values.std() / values.mean()), 3) if values.size > 1 else 0.0,
+        )
+        return data
+
+
+def merge_results(results: Sequence[LoadResult]) -> LoadResult:
+    """Several measurements of one level as one: counts and windows summed, latencies pooled,
+    throughput over the total window."""
+    window = sum(r.window_s for r in results)
+    return LoadResult(
+        kind=results[0].kind,
+        level=results[0].level,
+        offered=sum(r.offered for r in results),
+        completed=sum(r.completed for r in results),
+        errors=sum(r.errors for r in results),
+        drops=sum(r.drops for r in results),
+        window_s=window,
+        throughput=sum(r.throughput * r.window_s for r in results) / window,
+        latencies_ms=[v for r in results for v in r.latencies_ms],
+        send_lag_ms=[v for r in results for v in r.send_lag_ms],
+    )
+
+
+def poisson_arrivals(rate: float, horizon_s: float, seed: int) -> np.ndarray:
+    """Arrival times (s from 0) of a Poisson process at ``rate`` up to ``horizon_s``; the same
+    seed gives the same times (the generator and the model use this one function)."""
+    rng = np.random.default_rng(seed)
+    expected = int(rate * horizon_s * 1.2 + 50)
+    times = np.cumsum(rng.exponential(1.0 / rate, expected))
+    while times[-1] < horizon_s:
+        more = np.cumsum(rng.exponential(1.0 / rate, expected)) + times[-1]
+        times = np.concatenate([times, more])
+    return times[times < horizon_s]
+
+
+def load_texts(limit: int = 2000) -> tuple[str, ...]:
+    """Customer messages from the intent service's shipped sample (Classify inputs)."""
+    path = (
+        Path(__file__).resolve().parents[2]
+        / "services/intent/resources/bitext_customer_support_sample.csv.gz"
+    )
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        rows = [
+            row["instruction"] for _, row in zip(range(limit), csv.DictReader(handle), strict=False)
+        ]
+    return tuple(rows)
+
+
+def _make_call(workload: Workload, channel: Any) -> Callable[[int], Awaitable[Any]]:
+    if workload.service == "echo":
+        from shoptwin.v1 import echo_pb2, echo_pb2_grpc
+
+        echo = echo_pb2_grpc.EchoServiceStub(channel)
+        request = echo_pb2.EchoRequest(payload=b"x" * 64)
+
+        async def call_echo(_index: int) -> Any:
+            return await echo.Echo(request)
+
+        return call_echo
+    if workload.service == "recommendation":
+        from shoptwin.v1 import recommendation_pb2, recommendation_pb2_grpc
+
+        rec = recommendation_pb2_grpc.RecommendationServiceStub(channel)
+        users = workload.inputs or tuple(f"user-{i}" for i in range(100))
+        requests = [recommendation_pb2.RecommendRequest(user_id=u, k=workload.k) for u in users]
+
+        async def call_recommend(index: int) -> Any:
+            return await rec.Recommend(requests[(index * 7919) % len(requests)])
+
+        return call_recommend
+    if workload.service == "intent":
+        from shoptwin.v1 import intent_pb2, intent_pb2_grpc
+
+        intent = intent_pb2_grpc.IntentServiceStub(channel)
+        texts = workload.inputs or ("where is my order",)
+        requests_i = [intent_pb2.ClassifyRequest(text=t, skip_order_lookup=True) for t in texts]
+
+        async def call_classify(index: int) -> Any:
+            return await intent.Classify(requests_i[(index * 7919) % len(requests_i)])
+
+        return call_classify
+    raise ValueError(f"workload: unknown {workload.service}.{workload.rpc}")
+
+
+async def _closed(job: ClosedJob, call: Callable[[int], Awaitable[Any]]) -> LoadResult:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    measure_from = start + job.warmup_s
+    stop_at = measure_from + job.duration_s
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+
+    async def worker() -> None:
+        nonlocal errors, counter
+        while True:
+            sent = loop.time()
+            if sent >= stop_at:
+                return
+            index = counter
+            counter += 1
+            try:
+                await call(index)
+            except Exception:
+                if sent >= measure_from:
+                    errors += 1
+                continue
+            done = loop.time()
+            # A call counts when it was sent and finished inside the window.
+            if sent >= measure_from and done <= stop_at:
+                latencies.append((done - sent) * 1000.0)
+
+    await asyncio.gather(*(worker() for _ in range(job.concurrency)))
+    return LoadResult(
+        kind="closed",
+        level=job.concurrency,
+        offered=len(latencies) + errors,
+        completed=len(latencies),
+        errors=errors,
+        drops=0,
+        window_s=job.duration_s,
+        throughput=len(latencies) / job.duration_s,
+        latencies_ms=latencies,
+    )
+
+
+async def _open(job: OpenJob, call: Callable[[int], Awaitable[Any]]) -> LoadResult:
+    loop = asyncio.get_running_loop()
+    arrivals = poisson_arrivals(job.rate, job.warmup_s + job.duration_s, job.seed)
+    start = loop.time() + 0.05
+    measure_from = start + job.warmup_s
+    stop_at = measure_from + job.duration_s
+    latencies: list[float] = []
+    completions_in_window = 0
+    errors = 0
+    drops = 0
+    offered = 0
+    in_flight = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    send_lag: list[float] = []
+
+    async def one(index: int, scheduled: float) -> None:
+        nonlocal errors, in_flight, completions_in_window
+        if scheduled >= measure_from:
+            send_lag.append((loop.time() - scheduled) * 1000.0)
+        try:
+            await asyncio.wait_for(call(index), job.timeout_s)
+        except Exception:
+            if scheduled >= measure_from:
+                errors += 1
+            return
+        finally:
+            in_flight -= 1
+        done = loop.time()
+        if measure_from <= done <= stop_at:
+            completions_in_window += 1
+        if scheduled >= measure_from:
+            latencies.append((done - scheduled) * 1000.0)
+
+    for index, offset in enumerate(arrivals.tolist()):
+        scheduled = start + offset
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        measured = scheduled >= measure_from
+        offered += measured
+        if in_flight >= job.max_in_flight:
+            drops += measured
+            continue
+        in_flight += 1
+        task = asyncio.create_task(one(index, scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+    return LoadResult(
+        kind="open",
+        level=job.rate,
+        offered=offered,
+        completed=len(latencies),
+        errors=errors,
+        drops=drops,
+        window_s=job.duration_s,
+        throughput=completions_in_window / job.duration_s,
+        latencies_ms=latencies,
+        send_lag_ms=send_lag,
+    )
+
+
+async def _run_jobs(jobs: Sequence[ClosedJob | OpenJob]) -> list[LoadResult]:
+    from services.runtime.client import ChannelOptions, create_aio_channel
+
+    results: list[LoadResult] = []
+    channels: dict[str, Any] = {}
+    try:
+        for job in jobs:
+            target = job.workload.target
+            if target not in channels:
+                channels[target] = create_aio_channel(
+                    target, ChannelOptions(retry=None, default_timeout_s=30.0)
+                )
+            call = _make_call(job.workload, channels[target])
+            if isinstance(job, ClosedJob):
+                results.append(await _closed(job, call))
+            else:
+                results.append(await _open(job, call))
+            # Let the last calls' effects (GC, batcher) settle before the next level.
+            await asyncio.sleep(0.2)
+    finally:
+        for channel in channels.values():
+            await channel.close(None)
+    return results
+
+
+def _serve(connection: Any) -> None:
+    """The generator process: run each batch of jobs received, send the results back."""
+    while True:
+        jobs = connection.recv()
+        if jobs is None:
+            return
+        try:
+            connection.send(("ok", asyncio.run(_run_jobs(jobs))))
+        except Exception as exc:  # report to the parent instead of dying silently
+            connection.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class LoadGenerator:
+    """A generator process (``spawn``); create it before this process initialises gRPC."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child,), daemon=True)
+        self._process.start()
+        child.close()
+
+    def run(self, jobs: Sequence[ClosedJob | OpenJob]) -> list[LoadResult]:
+        """Run ``jobs`` one after another in the generator; their results in order."""
+        self._connection.send(list(jobs))
+        status, payload = self._connection.recv()
+        if status != "ok":
+            raise RuntimeError(f"load generator: {payload}")
+        return list(payload)
+
+    def close(self) -> None:
+        """Stop the generator process."""
+        if self._process.is_alive():
+            with contextlib.suppress(OSError):
+                self._connection.send(None)
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(timeout=5)
+        self._connection.close()
+
+    def __enter__(self) -> LoadGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def settle(seconds: float) -> None:
+    """Sleep between measurements so one level's backlog does not leak into the next."""
+    time.sleep(seconds)

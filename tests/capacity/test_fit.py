@@ -1,0 +1,104 @@
+"""Fitting the take-all batcher's line, and recovering known parameters through the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.capacity.calibrate import lognormal_cv
+from simulator.capacity.fit import (
+    capacity_per_s,
+    fit_batching,
+    fit_line,
+    simulate_closed,
+    simulate_open,
+)
+from simulator.platform import Batching, RpcCalibration, ServiceCalibration
+
+
+def test_fit_line_recovers_a_noisy_line() -> None:
+    rng = np.random.default_rng(3)
+    x = np.repeat([1, 2, 4, 8, 16, 32], 20).astype(float)
+    y = 2.5 + 0.75 * x + rng.normal(0, 0.2, x.size)
+    line = fit_line(x, y)
+    assert line.intercept == pytest.approx(2.5, abs=0.1)
+    assert line.slope == pytest.approx(0.75, abs=0.01)
+    assert line.r2 > 0.99
+
+
+def test_fit_line_needs_two_distinct_x() -> None:
+    with pytest.raises(ValueError, match="two distinct"):
+        fit_line([4, 4, 4], [1, 2, 3])
+
+
+def test_fit_batching_separates_overhead_batch_and_item_cost() -> None:
+    concurrencies = [1, 2, 4, 8, 16, 32]
+    overhead, per_batch, per_item = 0.4, 1.5, 0.6
+    latencies = [overhead + per_batch + per_item * c for c in concurrencies]
+    fit = fit_batching(concurrencies, latencies, overhead)
+    assert fit.per_batch_ms == pytest.approx(per_batch)
+    assert fit.per_item_ms == pytest.approx(per_item)
+    assert fit.overhead_ms == pytest.approx(overhead)
+
+
+def test_fit_batching_folds_a_negative_fixed_cost_into_the_overhead() -> None:
+    # Intercept 1.0 below an echo overhead of 1.5: the batch has no fixed cost left and the
+    # overhead shrinks to the intercept, so light-load latency is still the intercept + b.
+    fit = fit_batching([1, 2, 4, 8], [1.0 + 2.0 * c for c in (1, 2, 4, 8)], 1.5)
+    assert fit.per_batch_ms == 0.0
+    assert fit.overhead_ms == pytest.approx(1.0)
+    assert fit.per_item_ms == pytest.approx(2.0)
+
+
+def _service(a: float, b: float, overhead: float, cv: float = 0.0) -> ServiceCalibration:
+    return ServiceCalibration(
+        workers=1,
+        rpcs={
+            "call": RpcCalibration(
+                "deterministic" if cv == 0 else "lognormal", a, cv, b, overhead_ms=overhead
+            )
+        },
+        batching=Batching(max_batch=64, max_wait_ms=0.0, variability="averaged"),
+    )
+
+
+def test_closed_loop_ladder_of_the_model_gives_back_its_parameters() -> None:
+    """What calibrate does to a real service, done to the model: run the closed-loop ladder,
+    fit the line, get a, b and the overhead back."""
+    truth = _service(a=2.0, b=0.5, overhead=0.8, cv=0.2)
+    ladder = [1, 2, 4, 8, 16, 32]
+    means = [
+        simulate_closed(
+            truth, "call", concurrency=c, duration_s=20.0, warmup_s=1.0, seed=c
+        ).summary()["mean_ms"]
+        for c in ladder
+    ]
+    fit = fit_batching(ladder, means, 0.8)
+    assert fit.per_item_ms == pytest.approx(0.5, rel=0.1)
+    assert fit.per_batch_ms == pytest.approx(2.0, rel=0.15)
+
+
+def test_open_loop_model_saturates_at_its_capacity_and_drops_past_the_cap() -> None:
+    service = _service(a=2.0, b=1.0, overhead=0.0)
+    capacity = capacity_per_s(service, "call")
+    assert capacity == pytest.approx(64 * 1000 / (2.0 + 64.0))
+    light = simulate_open(
+        service, "call", rate=100, duration_s=10, warmup_s=1, seed=1, max_in_flight=256
+    )
+    assert light.drops == 0
+    assert light.throughput == pytest.approx(100, rel=0.1)
+    heavy = simulate_open(
+        service, "call", rate=2 * capacity, duration_s=10, warmup_s=1, seed=1, max_in_flight=64
+    )
+    assert heavy.throughput == pytest.approx(capacity, rel=0.05)
+    assert heavy.drops > 0.3 * heavy.offered
+
+
+def test_lognormal_cv_from_quantiles_ignores_rare_stalls() -> None:
+    rng = np.random.default_rng(0)
+    sigma = 0.4
+    values = rng.lognormal(0.0, sigma, 20_000)
+    expected = float(np.sqrt(np.expm1(sigma**2)))
+    assert lognormal_cv(values) == pytest.approx(expected, rel=0.05)
+    stalled = np.concatenate([values, np.full(50, 500.0)])
+    assert lognormal_cv(stalled) == pytest.approx(expected, rel=0.1)

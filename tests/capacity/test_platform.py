@@ -1,0 +1,254 @@
+"""The Station's new batching/overhead fields against hand-computed cases, and the JSON
+format: round trip, old files, and errors naming the key."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import pytest
+import simpy
+
+from simulator.platform import (
+    Batching,
+    Calibration,
+    CalibrationError,
+    RpcCalibration,
+    ServiceCalibration,
+    ServiceTimeSampler,
+    Station,
+    calibration_to_json,
+    load_calibration,
+    parse_calibration,
+)
+
+
+def test_batching_station_with_overhead_matches_the_hand_computed_case() -> None:
+    """a = 2 ms per batch, b = 1 ms per request, 1 ms overhead (0.5 in, 0.5 out).
+    Three calls at t=0 reach the queue at 0.5 ms and share one batch: 2 + 3·1 = 5 ms, done at
+    5.5, out at 6.0. A fourth call at 1 ms queues at 1.5, waits for that batch, runs alone
+    (3 ms) from 5.5 to 8.5 and leaves at 9.0: latency 8 ms."""
+    env = simpy.Environment()
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 2.0, 0.0, 1.0, overhead_ms=1.0)},
+        batching=Batching(max_batch=32, max_wait_ms=0.0),
+    )
+    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
+    latencies: dict[int, float] = {}
+
+    def call(index: int, at: float) -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(at)
+        latencies[index] = yield from station.serve("call")
+
+    for index, at in enumerate([0.0, 0.0, 0.0, 0.001]):
+        env.process(call(index, at))
+    env.run()
+    assert [round(latencies[i] * 1000, 6) for i in range(4)] == [6.0, 6.0, 6.0, 8.0]
+    assert station.batches == 2
+    assert station.batched_requests == 4
+
+
+def test_a_batch_started_on_an_idle_batcher_pays_the_wake_up() -> None:
+    """T(n) = 1 + 1·n ms, wake-up 2 ms. A call at t=0 wakes the batcher: 2 + 2 = 4 ms. A call
+    at 1 ms queues behind it and starts right away at 4 ms (no wake-up): 2 ms, out at 6."""
+    env = simpy.Environment()
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 1.0, 0.0, 1.0)},
+        batching=Batching(max_batch=8, max_wait_ms=0.0, wake_ms=2.0),
+    )
+    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
+    done: list[float] = []
+
+    def call(at: float) -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(at)
+        yield from station.serve("call")
+        done.append(round(env.now * 1000, 6))
+
+    env.process(call(0.0))
+    env.process(call(0.001))
+    env.run()
+    assert done == [4.0, 6.0]
+
+
+def test_rpcs_outside_the_batcher_are_served_one_by_one() -> None:
+    """Batched: 'rank' (T(n) = 10 ms flat). 'write' (2 ms) is not batched: a write at t=0
+    beside a rank at t=0 finishes at 2 ms, not after the 10 ms batch."""
+    env = simpy.Environment()
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={
+            "rank": RpcCalibration("deterministic", 10.0, 0.0, 0.0),
+            "write": RpcCalibration("deterministic", 2.0, 0.0, 0.0),
+        },
+        batching=Batching(max_batch=8, max_wait_ms=0.0, rpcs=("rank",)),
+    )
+    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
+    done: dict[str, float] = {}
+
+    def call(rpc: str) -> Generator[simpy.Event, Any, None]:
+        yield from station.serve(rpc)
+        done[rpc] = round(env.now * 1000, 6)
+
+    env.process(call("rank"))
+    env.process(call("write"))
+    env.run()
+    assert done == {"rank": 10.0, "write": 2.0}
+    assert station.batches == 1
+
+
+def test_plain_station_adds_overhead_outside_the_queue() -> None:
+    """One server, 3 ms per call, 2 ms overhead: two calls at t=0 both queue at 1 ms; the
+    second waits 3 ms. Latencies 5 and 8 ms."""
+    env = simpy.Environment()
+    service = ServiceCalibration(
+        workers=1, rpcs={"call": RpcCalibration("deterministic", 3.0, 0.0, overhead_ms=2.0)}
+    )
+    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
+    latencies: list[float] = []
+
+    def call() -> Generator[simpy.Event, Any, None]:
+        latency = yield from station.serve("call")
+        latencies.append(round(latency * 1000, 6))
+
+    env.process(call())
+    env.process(call())
+    env.run()
+    assert latencies == [5.0, 8.0]
+
+
+def test_averaged_variability_keeps_the_mean_and_shrinks_the_cv_with_batch_size() -> None:
+    calibration = RpcCalibration("lognormal", 1.0, 0.8, 1.0)
+    sampler = ServiceTimeSampler(calibration, np.random.default_rng(5))
+    lone = np.array([sampler.averaged_sample(1) for _ in range(20_000)])
+    big = np.array([sampler.averaged_sample(31) for _ in range(20_000)])
+    assert lone.mean() == pytest.approx(0.002, rel=0.03)
+    assert big.mean() == pytest.approx(0.032, rel=0.03)
+    assert lone.std() / lone.mean() == pytest.approx(0.8, rel=0.1)
+    # 32 ms is 16 lone calls long: cv / 4.
+    assert big.std() / big.mean() == pytest.approx(0.2, rel=0.1)
+
+
+def test_measured_batch_table_interpolates_and_extends_the_last_slope() -> None:
+    rpc = RpcCalibration(mean_ms=9.0, per_item_ms=9.0, batch_ms=((1, 3.5), (8, 20.0), (32, 90.0)))
+    assert rpc.batch_mean_ms(1) == 3.5
+    assert rpc.batch_mean_ms(4.5) == pytest.approx(3.5 + 16.5 / 2)
+    assert rpc.batch_mean_ms(32) == 90.0
+    assert rpc.batch_mean_ms(64) == pytest.approx(90.0 + 70.0 / 24 * 32)
+    # Without a table: a + b·n.
+    assert RpcCalibration(mean_ms=2.0, per_item_ms=0.5).batch_mean_ms(10) == 7.0
+
+
+def test_batching_station_uses_the_measured_table() -> None:
+    """T(1) = 4 ms, T(2) = 5 ms: two calls at t=0 share one 5 ms batch; with speedup 2 the
+    same batch takes 2.5 ms."""
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={
+            "call": RpcCalibration("deterministic", 1.0, 0.0, 1.0, batch_ms=((1, 4.0), (2, 5.0)))
+        },
+        batching=Batching(max_batch=8, max_wait_ms=0.0),
+    )
+    for speedup, expected in ((1.0, 5.0), (2.0, 2.5)):
+        scaled = Calibration({"s": service}).with_overrides({}, speedup).services["s"]
+        env = simpy.Environment()
+        station = Station(env, "s", scaled, np.random.default_rng(0), window_s=math.inf)
+        latencies: list[float] = []
+
+        def call(
+            station: Station = station, latencies: list[float] = latencies
+        ) -> Generator[simpy.Event, Any, None]:
+            latencies.append(round((yield from station.serve("call")) * 1000, 6))
+
+        env.process(call())
+        env.process(call())
+        env.run()
+        assert latencies == [expected, expected]
+
+
+def _measured() -> dict[str, Any]:
+    return {
+        "version": 1,
+        "provenance": {"measured": True, "command": "shoptwin capacity calibrate"},
+        "services": {
+            "recommendation": {
+                "workers": 1,
+                "batching": {
+                    "max_batch": 64,
+                    "max_wait_ms": 0.0,
+                    "variability": "averaged",
+                    "wake_ms": 1.5,
+                },
+                "rpcs": {
+                    "Recommend": {
+                        "distribution": "lognormal",
+                        "mean_ms": 0.5,
+                        "cv": 0.4,
+                        "per_item_ms": 3.2,
+                        "overhead_ms": 0.9,
+                        "batch_ms": [[1, 3.5], [8, 20.0], [32, 90.0]],
+                        "load_dependence": [
+                            {"concurrency": 1, "throughput": 200.0, "mean_ms": 4.6},
+                            {"concurrency": 8, "throughput": 290.0, "mean_ms": 27.0},
+                        ],
+                    }
+                },
+            }
+        },
+    }
+
+
+def test_json_round_trip_keeps_every_field() -> None:
+    calibration = parse_calibration(_measured())
+    again = parse_calibration(json.loads(json.dumps(calibration_to_json(calibration))))
+    assert again == calibration
+    rec = again.services["recommendation"]
+    assert rec.batching is not None and rec.batching.variability == "averaged"
+    assert rec.rpcs["Recommend"].overhead_ms == 0.9
+    assert rec.rpcs["Recommend"].load_dependence[1]["throughput"] == 290.0
+
+
+def test_old_files_and_the_shipped_file_still_parse() -> None:
+    shipped = load_calibration("default")
+    assert {"recommendation", "intent", "dispatch", "telemetry"} <= set(shipped.services)
+    old = _measured()
+    rpc = old["services"]["recommendation"]["rpcs"]["Recommend"]
+    del rpc["overhead_ms"], rpc["load_dependence"]
+    del old["services"]["recommendation"]["batching"]["variability"]
+    del old["services"]["recommendation"]["batching"]["wake_ms"]
+    parsed = parse_calibration(old)
+    assert parsed.services["recommendation"].rpcs["Recommend"].overhead_ms == 0.0
+    assert parsed.services["recommendation"].batching == Batching(64, 0.0, "fixed")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("rpcs", "Recommend", "overhead_ms"), "fast", "rpcs.Recommend.overhead_ms: expected"),
+        (("rpcs", "Recommend", "overhead_ms"), -1, "rpcs.Recommend.overhead_ms: must be"),
+        (("batching", "variability"), "wild", "batching.variability: one of"),
+        (("batching", "wake_ms"), "slow", "batching.wake_ms: expected a number"),
+        (("batching", "rpcs"), ["Nope"], "batching.rpcs: unknown RPC 'Nope'"),
+        (("rpcs", "Recommend", "batch_ms"), [[1, 2.0], [1, 3.0]], "batch_ms[1][0]: items must"),
+        (("rpcs", "Recommend", "batch_ms"), [[0, 2.0]], "batch_ms[0][0]: must be >= 1"),
+        (("rpcs", "Recommend", "batch_ms"), [3.0], "batch_ms[0]: expected an [items, ms]"),
+        (("rpcs", "Recommend", "load_dependence"), {"a": 1}, "load_dependence: expected a list"),
+        (
+            ("rpcs", "Recommend", "load_dependence"),
+            [{"concurrency": "x"}],
+            "load_dependence[0].concurrency: expected a number",
+        ),
+    ],
+)
+def test_bad_files_name_the_key(path: tuple[str, ...], value: Any, message: str) -> None:
+    data = _measured()
+    node = data["services"]["recommendation"]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(CalibrationError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_calibration(data, "c.json")
