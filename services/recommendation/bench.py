@@ -4,6 +4,13 @@ beside the bare echo RPC measured in the same run.
 A dense items x items matrix does not fit at 100k items, so the synthetic model is the low-rank
 variant (``x_u P Q^T``, rank 64) that training switches to above ``max_dense_items``. The
 service runs in a child process exactly as ``shoptwin serve recommendation`` does.
+
+``--factors svd`` (the default) makes the factors the way training does at this size: a
+truncated SVD (PureSVD, ``P = Q = V``) of the synthetic users' own recency-weighted histories,
+so item factor norms follow item popularity as in a trained model. ``--factors random`` draws
+i.i.d. Gaussian factors: every item has about the same norm, the worst case for the
+norm-ordered early stop of :func:`services.recommendation.model.lowrank_top_k` (it then scores
+the whole catalogue, like the exact baseline).
 """
 
 from __future__ import annotations
@@ -30,14 +37,27 @@ from services.recommendation.model import (
 )
 from services.runtime.bench import LatencyStats, closed_loop, summarize
 
+FACTORS = ("svd", "random")
+
 
 def synthetic_model(
-    num_items: int, num_users: int, *, rank: int = 64, history: int = 20, seed: int = 0
+    num_items: int,
+    num_users: int,
+    *,
+    rank: int = 64,
+    history: int = 20,
+    seed: int = 0,
+    factors: str = "svd",
 ) -> RecommenderModel:
-    """A random low-rank model with Zipf-distributed item popularity (for benchmarks only)."""
+    """A low-rank model over Zipf-distributed synthetic histories (for benchmarks only).
+
+    ``factors``: "svd" for PureSVD factors of those histories (as training builds them),
+    "random" for i.i.d. Gaussian factors.
+    """
+    if factors not in FACTORS:
+        raise ValueError(f"factors must be one of {FACTORS}")
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    factors = torch.randn(num_items, rank, generator=generator) / rank**0.5
     now = time.time()
     weights = 1.0 / np.arange(1, num_items + 1) ** 0.8
     weights /= weights.sum()
@@ -56,16 +76,36 @@ def synthetic_model(
         np.exp(-(now - last_times) / (90 * DAY)).astype(np.float32),
         np.ones(total, dtype=bool),
     )
+    if factors == "random":
+        left = torch.randn(num_items, rank, generator=generator) / rank**0.5
+    else:
+        user_of = np.repeat(np.arange(num_users), np.diff(indptr))
+        matrix = torch.sparse_coo_tensor(
+            torch.from_numpy(np.stack([user_of, items])),
+            torch.from_numpy(table.input_weights),
+            (num_users, num_items),
+            check_invariants=False,
+        )
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        _, _, v = torch.svd_lowrank(matrix, q=min(rank, num_items - 1))
+        torch.random.set_rng_state(state)
+        left = v.float().contiguous()
     popularity = Popularity(num_items, now)
     popularity.sums = np.outer([0.5, 1.0], weights * 10_000.0)
     metadata = ModelMetadata(
-        version=f"synthetic-{num_items}x{num_users}-r{rank}",
-        kind="synthetic (lowrank)",
+        version=f"synthetic-{factors}-{num_items}x{num_users}-r{rank}",
+        kind=f"synthetic (lowrank, {factors} factors)",
         trained_at=now,
         reference_time=now,
         num_users=num_users,
         num_items=num_items,
-        hyperparameters={"tau_input_days": 90.0, "rank": rank, "seed": seed},
+        hyperparameters={
+            "tau_input_days": 90.0,
+            "rank": rank,
+            "seed": seed,
+            "factors": factors,
+        },
         metrics={},
         data="synthetic",
     )
@@ -76,7 +116,7 @@ def synthetic_model(
         {},
         table,
         popularity,
-        ItemItem(left=factors, right=factors.clone()),
+        ItemItem(left=left, right=left.clone()),
         BlendWeights(),
     )
 
@@ -161,7 +201,7 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
     with tempfile.TemporaryDirectory(prefix="shoptwin-bench-rec-") as tmp:
         workdir = args.workdir or Path(tmp)
         started = time.monotonic()
-        model = synthetic_model(args.items, args.users)
+        model = synthetic_model(args.items, args.users, factors=args.factors)
         model_dir = workdir / "models" / model.metadata.version
         if not (model_dir / "metadata.json").is_file():
             model.save(model_dir)
@@ -218,7 +258,7 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
         "model": {
             "items": args.items,
             "users": args.users,
-            "kind": "lowrank r64",
+            "kind": f"lowrank r64, {args.factors} factors",
             "build_s": round(build_s, 1),
         },
         "levels": rows,

@@ -144,6 +144,7 @@ class ServingState:
             self.apply_catalog(item_id, entry, catalog)
         self._priors: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None
         self._bounds: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.norm_order_pays = self._probe_norm_order()
         self._prior_at = -math.inf
         self.replayed_row = 0
 
@@ -249,10 +250,10 @@ class ServingState:
             batch = HistoryBatch.concat([prepared[row].history for row in fast])  # type: ignore[misc]
             banned = [prepared[row].banned for row in fast]
             item_item = self.model.item_item
-            found: tuple[torch.Tensor, torch.Tensor] | None
+            found: tuple[torch.Tensor, torch.Tensor] | None = None
             with torch.no_grad():
-                if item_item.norm_order is not None:
-                    found = lowrank_top_k(
+                if self.norm_order_pays:
+                    *found_lowrank, unfinished = lowrank_top_k(
                         item_item,
                         self.model.weights,
                         self._prior_bounds(prior),
@@ -262,6 +263,25 @@ class ServingState:
                         k_max,
                         banned,
                     )
+                    found = (found_lowrank[0], found_lowrank[1])
+                    if unfinished:
+                        # No norm structure to exploit for these: the block bounds instead.
+                        full = blend_top_k(
+                            item_item,
+                            self.model.weights,
+                            prior,
+                            prior_block_max,
+                            HistoryBatch.concat(
+                                [prepared[fast[row]].history for row in unfinished]  # type: ignore[misc]
+                            ),
+                            self.now(),
+                            k_max,
+                            [banned[row] for row in unfinished],
+                        )
+                        if full is None:
+                            found = None
+                        else:
+                            found[0][unfinished], found[1][unfinished] = full
                 else:
                     found = blend_top_k(
                         item_item,
@@ -302,6 +322,34 @@ class ServingState:
                 items.append(ScoredItem(item_ids[item], value, names[item]))
             results.append(Recommendation(items, version, p.history is not None, p.unknown))
         return results
+
+    def _probe_norm_order(self, users: int = 32) -> bool:
+        """Whether :func:`lowrank_top_k` settles most of a sample of the model's users
+        (deterministic: evenly spaced training users). Factors without norm structure (every
+        item about as long as every other) would only add a partial scan before the block
+        path, so such a model is served with :func:`blend_top_k` alone."""
+        model = self.model
+        if model.item_item.norm_order is None or model.history.num_users == 0:
+            return False
+        sample = np.unique(np.linspace(0, model.history.num_users - 1, users).astype(np.int64))
+        batch = model.history.batch(sample)
+        if not batch.rows.size:
+            return False
+        prior, _, _ = self.priors()
+        stats: dict[str, float] = {}
+        with torch.no_grad():
+            lowrank_top_k(
+                model.item_item,
+                model.weights,
+                self._prior_bounds(prior),
+                prior,
+                batch,
+                self.now(),
+                min(20, len(model.item_ids)),
+                [np.zeros(0, dtype=np.int64)] * batch.size,
+                stats=stats,
+            )
+        return stats["unfinished"] <= 0.5 * batch.size
 
     def _prior_bounds(self, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The popularity term in the low-rank norm order and its suffix maxima, cached per

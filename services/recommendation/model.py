@@ -385,7 +385,9 @@ def lowrank_top_k(
     k: int,
     banned: list[np.ndarray],
     first_chunk: int = 2048,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    max_fraction: float = 0.125,
+    stats: dict[str, float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Exact row-wise top-``k`` of :func:`score_batch` for a low-rank model, with
     ``banned[row]`` excluded, scoring items in :class:`NormOrder` chunks and stopping each row
     as soon as no later item can enter its top ``k``.
@@ -405,6 +407,12 @@ def lowrank_top_k(
     matmuls over the whole catalogue, like :func:`score_batch`. Values equal
     ``score_batch``'s up to float rounding of the matmul; ``prior_bounds`` is
     ``item_item.norm_order.prior_bounds(popularity)``.
+
+    Rows that have not stopped after ``max_fraction`` of the catalogue (factors without norm
+    structure) are given up: their row numbers come back as the third value and their
+    results are to be ignored; the caller ranks them with :func:`blend_top_k`, which is
+    cheaper over the whole catalogue. ``stats``, when given, receives ``items_scored`` (the
+    mean prefix length per row) and ``unfinished`` (rows given up).
     """
     order = item_item.norm_order
     assert order is not None and item_item.left is not None and item_item.right is not None
@@ -430,12 +438,16 @@ def lowrank_top_k(
     pieces: list[tuple[torch.Tensor, int, int, torch.Tensor]] = []
     active = torch.arange(size)
     start, chunk = 0, first_chunk
+    limit = max(first_chunk, int(num_items * max_fraction))
     while active.numel() and start < num_items:
+        if start >= limit and start < num_items:
+            break  # no norm structure to exploit: the caller ranks these rows in full
         end = min(num_items, start + chunk)
         raw = query[active] @ order.right_t[:, start:end]
         pieces.append((active, start, end, raw))
         running_max[active] = torch.maximum(running_max[active], raw.amax(dim=1))
-        merged = torch.cat([running_top[active], raw], dim=1)
+        chunk_top = top_k_rows(raw, min(need_max, raw.shape[1]))[0]
+        merged = torch.cat([running_top[active], chunk_top], dim=1)
         running_top[active] = torch.topk(merged, need_max, dim=1).values
         prefix[active] = end
         bound = query_norm[active] * order.norms[end]
@@ -445,60 +457,76 @@ def lowrank_top_k(
         done = settled & (bound + beta * row_max * prior_suffix[end] < tau)
         active = active[~done]
         start, chunk = end, chunk * 2
-    width = int(prefix.max())
-    scores = torch.full((size, width), -math.inf)
-    for piece_rows, piece_start, piece_end, raw in pieces:
-        scores[piece_rows, piece_start:piece_end] = raw
-    row_max = running_max.clamp_min(1e-9).unsqueeze(1)
-    # The same operations as score_batch on the scored prefix.
-    scores.div_(row_max)
-    if beta:
-        scores.add_(prior_ordered[:width], alpha=beta)
-    banned_rows = np.repeat(np.arange(size), [b.size for b in banned]).astype(np.int64)
-    banned_items = (
-        np.concatenate(banned).astype(np.int64) if banned_rows.size else np.zeros(0, np.int64)
-    )
-    own_banned = np.isin(
-        batch.rows * num_items + batch.items, banned_rows * num_items + banned_items
-    )
-    positions = order.position[items]
-    inside = positions < prefix[rows]
+    unfinished = active.tolist() if start < num_items else []
+    if stats is not None:
+        stats["items_scored"] = float(prefix.double().mean())
+        stats["unfinished"] = float(len(unfinished))
+    row_max = running_max.clamp_min(1e-9)
     repeat = (
         repeat_term(weights, batch, now)
         if batch.rows.size and weights.alpha
         else torch.zeros(len(batch.rows))
     )
-    scores.index_put_((rows[inside], positions[inside]), repeat[inside], accumulate=True)
-    if banned_rows.size:
-        ban_rows = torch.from_numpy(banned_rows)
-        ban_positions = order.position[torch.from_numpy(banned_items)]
-        hit = ban_positions < prefix[ban_rows]
-        scores[ban_rows[hit], ban_positions[hit]] = -math.inf
-    # The user's own items beyond the prefix: scored one by one, in extra columns.
-    outside = torch.from_numpy(~own_banned) & ~inside
-    out_rows, out_items = rows[outside], items[outside]
-    extra_width = int(torch.bincount(out_rows, minlength=size).max()) if out_rows.numel() else 0
-    column_items = torch.zeros(size, extra_width, dtype=torch.int64)
-    if extra_width:
-        own = (query[out_rows] * item_item.right[out_items]).sum(dim=1) / row_max[out_rows, 0]
-        own = own + beta * popularity[out_items] + repeat[outside]
-        # Column of each entry: its rank among its row's entries (rows are grouped in order).
-        first = torch.searchsorted(out_rows, out_rows, right=False)
-        columns = torch.arange(out_rows.numel()) - first
-        extra = torch.full((size, extra_width), -math.inf)
-        extra[out_rows, columns] = own
-        column_items[out_rows, columns] = out_items
-        scores = torch.cat([scores, extra], dim=1)
-    values, picked = top_k_rows(scores, min(k, scores.shape[1]))
-    in_prefix = picked < width
-    ids = torch.where(
-        in_prefix,
-        order.order[picked.clamp(max=width - 1)],
-        column_items.gather(1, (picked - width).clamp(min=0, max=max(extra_width - 1, 0)))
-        if extra_width
-        else torch.zeros_like(picked),
+    banned_rows = np.repeat(np.arange(size), [b.size for b in banned]).astype(np.int64)
+    banned_items = (
+        np.concatenate(banned).astype(np.int64) if banned_rows.size else np.zeros(0, np.int64)
     )
-    return values, ids
+    ban_rows = torch.from_numpy(banned_rows)
+    ban_positions = order.position[torch.from_numpy(banned_items)]
+    own_positions = order.position[items]
+    # Blend each scored piece (the same operations as score_batch) and keep its top k: the
+    # work is proportional to the items scored, not to the catalogue.
+    found_values: list[torch.Tensor] = []
+    found_ids: list[torch.Tensor] = []
+    found_rows: list[torch.Tensor] = []
+    for piece_rows, piece_start, piece_end, raw in pieces:
+        raw.div_(row_max[piece_rows].unsqueeze(1))
+        if beta:
+            raw.add_(prior_ordered[piece_start:piece_end], alpha=beta)
+        local = torch.full((size,), -1, dtype=torch.int64)
+        local[piece_rows] = torch.arange(piece_rows.numel())
+        own = (own_positions >= piece_start) & (own_positions < piece_end) & (local[rows] >= 0)
+        raw.index_put_(
+            (local[rows[own]], own_positions[own] - piece_start), repeat[own], accumulate=True
+        )
+        hit = (ban_positions >= piece_start) & (ban_positions < piece_end)
+        hit &= local[ban_rows] >= 0
+        raw[local[ban_rows[hit]], ban_positions[hit] - piece_start] = -math.inf
+        values, picked = top_k_rows(raw, min(k, raw.shape[1]))
+        found_values.append(values)
+        found_ids.append(order.order[picked + piece_start])
+        found_rows.append(piece_rows.unsqueeze(1).expand_as(picked))
+    # The user's own items beyond their prefix: scored one by one.
+    own_banned = np.isin(
+        batch.rows * num_items + batch.items, banned_rows * num_items + banned_items
+    )
+    outside = torch.from_numpy(~own_banned) & (own_positions >= prefix[rows])
+    out_rows, out_items = rows[outside], items[outside]
+    if out_rows.numel():
+        own_scores = (query[out_rows] * item_item.right[out_items]).sum(dim=1)
+        own_scores = own_scores / row_max[out_rows] + beta * popularity[out_items]
+        found_values.append((own_scores + repeat[outside]).unsqueeze(1))
+        found_ids.append(out_items.unsqueeze(1))
+        found_rows.append(out_rows.unsqueeze(1))
+    # Merge: every row's candidates side by side, then one top-k.
+    all_rows = torch.cat([r.reshape(-1) for r in found_rows])
+    all_values = torch.cat([v.reshape(-1) for v in found_values])
+    all_ids = torch.cat([i.reshape(-1) for i in found_ids])
+    counts = torch.bincount(all_rows, minlength=size)
+    width = max(int(counts.max()), k)
+    order_rows = torch.argsort(all_rows, stable=True)
+    all_rows, all_values, all_ids = (
+        all_rows[order_rows],
+        all_values[order_rows],
+        all_ids[order_rows],
+    )
+    columns = torch.arange(all_rows.numel()) - torch.searchsorted(all_rows, all_rows)
+    merged = torch.full((size, width), -math.inf)
+    merged_ids = torch.zeros((size, width), dtype=torch.int64)
+    merged[all_rows, columns] = all_values
+    merged_ids[all_rows, columns] = all_ids
+    values, picked = torch.topk(merged, k, dim=1)
+    return values, merged_ids.gather(1, picked), unfinished
 
 
 def top_k_rows(

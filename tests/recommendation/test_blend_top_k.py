@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from services.recommendation.bench import synthetic_model
+from services.recommendation.engine import Catalog, ItemFilter, Query, ServingState
 from services.recommendation.features import DAY
 from services.recommendation.model import (
     BlendWeights,
@@ -147,7 +149,7 @@ def test_lowrank_top_k_equals_the_full_blend(
     banned[1] = rng.choice(num_items, size=10, replace=False)
     banned[2] = batch.items[batch.rows == 2][:5]
     banned[3] = torch.topk(full[3], min(2 * k, num_items // 4)).indices.numpy()
-    values, indices = lowrank_top_k(
+    values, indices, unfinished = lowrank_top_k(
         item_item,
         weights,
         item_item.norm_order.prior_bounds(prior),
@@ -157,7 +159,9 @@ def test_lowrank_top_k_equals_the_full_blend(
         k,
         banned,
         first_chunk=256,
+        max_fraction=1.0,
     )
+    assert unfinished == []
     for row, items in enumerate(banned):
         if items.size:
             full[row, torch.from_numpy(items)] = -math.inf
@@ -189,7 +193,7 @@ def test_lowrank_top_k_scores_few_items_when_norms_fall() -> None:
 
     item_item.norm_order.right_t = Spy()  # type: ignore[assignment]
     prior = torch.zeros(num_items)
-    lowrank_top_k(
+    _, _, unfinished = lowrank_top_k(
         item_item,
         BlendWeights(),
         item_item.norm_order.prior_bounds(prior),
@@ -200,4 +204,35 @@ def test_lowrank_top_k_scores_few_items_when_norms_fall() -> None:
         [np.zeros(0, dtype=np.int64)] * batch.size,
         first_chunk=1024,
     )
+    assert unfinished == []
     assert widths and sum(widths) < num_items // 4
+
+
+@pytest.mark.parametrize(
+    ("factors", "norm_order"), [("svd", True), ("random", False), ("random", True)]
+)
+def test_serving_rank_equals_the_full_ranking(factors: str, norm_order: bool) -> None:
+    """The engine's fast paths (norm order, block bounds, and block bounds for the rows the
+    norm order gives up on) against the full blend with the same filters."""
+    model = synthetic_model(6_000, 200, rank=16, factors=factors, seed=2)
+    state = ServingState(model, Catalog())
+    # The load-time probe picks the norm order for PureSVD factors only; forcing it on
+    # random factors exercises the hand-over of unfinished rows.
+    assert state.norm_order_pays == (factors == "svd")
+    state.norm_order_pays = norm_order
+    catalog = Catalog()
+    queries = [Query(f"user-{u}", 20) for u in range(0, 200, 5)]
+    queries.append(Query("user-3", 20, ItemFilter(exclude_purchased=True)))
+    queries.append(Query("user-4", 30, ItemFilter(exclude_item_ids=("item-0", "item-1", "x"))))
+    queries.append(Query("nobody", 20))
+    prepared = [state.prepare(q, catalog) for q in queries]
+    results = state.rank(prepared)
+    prior, _, recent = state.priors()
+    expected = torch.topk(state._full_scores(prepared, prior, recent), 30, dim=1)
+    for row, (query, result) in enumerate(zip(queries, results, strict=True)):
+        assert len(result.items) == query.k
+        scores = [item.score for item in result.items]
+        assert scores == pytest.approx(expected.values[row, : query.k].tolist(), rel=1e-5)
+        assert result.personalized == (query.user_id != "nobody")
+    assert results[-2].unknown_item_ids == ["x"]
+    assert not {"item-0", "item-1"} & {item.item_id for item in results[-2].items}
