@@ -165,6 +165,8 @@ class HistoryBatch:
     @staticmethod
     def concat(batches: list[HistoryBatch]) -> HistoryBatch:
         """Stack batches (rows renumbered in order)."""
+        if len(batches) == 1:
+            return batches[0]
         offsets = np.cumsum([0] + [b.size for b in batches[:-1]])
         return HistoryBatch(
             int(sum(b.size for b in batches)),
@@ -193,6 +195,16 @@ class HistoryTable:
 
     def batch(self, users: np.ndarray) -> HistoryBatch:
         """The histories of ``users`` (row indices) as one batch."""
+        if len(users) == 1:  # the serving path: one user per request, plain slices
+            start, end = int(self.indptr[users[0]]), int(self.indptr[users[0] + 1])
+            return HistoryBatch(
+                1,
+                np.zeros(end - start, dtype=np.int64),
+                self.items[start:end],
+                self.input_weights[start:end],
+                self.counts[start:end],
+                self.last_times[start:end],
+            )
         starts, ends = self.indptr[users], self.indptr[users + 1]
         lengths = ends - starts
         index = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
@@ -420,13 +432,9 @@ def lowrank_top_k(
     size = batch.size
     rows = torch.from_numpy(batch.rows)
     items = torch.from_numpy(batch.items)
-    inputs = torch.sparse_coo_tensor(
-        torch.stack([rows, items]),
-        torch.from_numpy(batch.input_weights),
-        (size, num_items),
-        check_invariants=False,  # built from validated indices
-    ).coalesce()
-    query = torch.sparse.mm(inputs, item_item.left)
+    # x_u @ P over the user's few items (cheaper than a sparse tensor for small batches).
+    weighted = item_item.left[items] * torch.from_numpy(batch.input_weights).unsqueeze(1)
+    query = torch.zeros(size, item_item.left.shape[1]).index_add_(0, rows, weighted)
     query_norm = query.norm(dim=1)
     prior_ordered, prior_suffix = prior_bounds
     beta = weights.beta
@@ -508,6 +516,9 @@ def lowrank_top_k(
         found_values.append((own_scores + repeat[outside]).unsqueeze(1))
         found_ids.append(out_items.unsqueeze(1))
         found_rows.append(out_rows.unsqueeze(1))
+    if len(found_values) == 1 and found_values[0].shape[0] == size:
+        # Every row settled in the first chunk and no own item lies beyond it.
+        return found_values[0], found_ids[0], unfinished
     # Merge: every row's candidates side by side, then one top-k.
     all_rows = torch.cat([r.reshape(-1) for r in found_rows])
     all_values = torch.cat([v.reshape(-1) for v in found_values])
