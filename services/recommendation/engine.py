@@ -178,17 +178,26 @@ class ServingState:
         user = self.model.user_index.get(user_id)
         return None if user is None else self.model.history.user_history(user)
 
-    def snapshot(self, user_id: str) -> tuple[HistoryBatch | None, np.ndarray]:
-        """The user's history as a one-row batch and the items they purchased (copies)."""
+    def snapshot(
+        self, user_id: str, with_purchased: bool = True
+    ) -> tuple[HistoryBatch | None, np.ndarray]:
+        """The user's history as a one-row batch and (when asked) the items they purchased
+        (copies of the live state, or read-only slices of the immutable model)."""
         live = self.overlay.get(user_id)
+        none = np.zeros(0, dtype=np.int64)
         if live is not None:
-            purchased = np.fromiter(live.purchased, dtype=np.int64, count=len(live.purchased))
+            purchased = (
+                np.fromiter(live.purchased, dtype=np.int64, count=len(live.purchased))
+                if with_purchased
+                else none
+            )
             return HistoryBatch.from_histories([live]), purchased
         user = self.model.user_index.get(user_id)
         if user is None:
-            return None, np.zeros(0, dtype=np.int64)
+            return None, none
         history = self.model.history
-        return history.batch(np.asarray([user])), history.purchased_items(user)
+        purchased = history.purchased_items(user) if with_purchased else none
+        return history.batch(np.asarray([user])), purchased
 
     def priors(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         """The blend's popularity term, its block maxima (for :func:`blend_top_k`) and the
@@ -215,7 +224,7 @@ class ServingState:
                 unknown.append(item_id)
             else:
                 banned.append(position)
-        history, purchased = self.snapshot(query.user_id)
+        history, purchased = self.snapshot(query.user_id, query.filter.exclude_purchased)
         if history is not None and not history.rows.size:
             history = None
         if query.filter.exclude_purchased:
