@@ -143,7 +143,7 @@ class ServingState:
         for item_id, entry in catalog.entries.items():
             self.apply_catalog(item_id, entry, catalog)
         self._priors: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None
-        self._bounds: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._bounds: tuple[torch.Tensor, tuple[torch.Tensor, list[float]]] | None = None
         self.norm_order_pays = self._probe_norm_order()
         self._prior_at = -math.inf
         self.replayed_row = 0
@@ -360,7 +360,7 @@ class ServingState:
             )
         return stats["unfinished"] <= 0.5 * batch.size
 
-    def _prior_bounds(self, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prior_bounds(self, prior: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """The popularity term in the low-rank norm order and its suffix maxima, cached per
         prior (recomputed when the prior is refreshed)."""
         cached = self._bounds

@@ -61,15 +61,16 @@ class NormOrder:
         self.position[self.order] = torch.arange(len(self.order))
         #: right^T with columns in norm order (contiguous, for the chunked matmul).
         self.right_t = right[self.order].T.contiguous()
-        #: Norms in order, with a trailing 0 (the bound after the last item).
-        self.norms = torch.cat([norms[self.order], torch.zeros(1)])
+        #: Norms in order, with a trailing 0 (the bound after the last item); a list, as
+        #: serving reads single entries.
+        self.norms_list: list[float] = torch.cat([norms[self.order], torch.zeros(1)]).tolist()
 
-    def prior_bounds(self, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def prior_bounds(self, prior: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """``prior`` in norm order and its suffix maxima (with a trailing 0): the largest
         popularity term of any item from each position on."""
         ordered = prior[self.order]
         suffix = torch.flip(torch.cummax(torch.flip(ordered, [0]), 0).values, [0])
-        return ordered, torch.cat([suffix, torch.zeros(1)])
+        return ordered, torch.cat([suffix, torch.zeros(1)]).tolist()
 
 
 class ItemItem:
@@ -390,7 +391,7 @@ def blend_top_k(
 def lowrank_top_k(
     item_item: ItemItem,
     weights: BlendWeights,
-    prior_bounds: tuple[torch.Tensor, torch.Tensor],
+    prior_bounds: tuple[torch.Tensor, list[float]],
     popularity: torch.Tensor,
     batch: HistoryBatch,
     now: float,
@@ -440,32 +441,47 @@ def lowrank_top_k(
     beta = weights.beta
     needs = torch.tensor([k + b.size for b in banned], dtype=torch.int64)
     need_max = int(needs.max())
+    any_banned = need_max > k or any(b.size for b in banned)
+    # Per-row results, filled in as rows stop; the loop keeps compact state for the rows
+    # still going (few torch calls per step: each one is a GIL round trip in serving).
     running_max = torch.full((size,), -math.inf)
-    running_top = torch.full((size, need_max), -math.inf)
-    prefix = torch.zeros(size, dtype=torch.int64)
-    pieces: list[tuple[torch.Tensor, int, int, torch.Tensor]] = []
-    active = torch.arange(size)
+    prefix = torch.full((size,), num_items, dtype=torch.int64)
+    act_rows = torch.arange(size)
+    act_query, act_norm = query, query_norm
+    act_max = torch.full((size,), -math.inf)
+    act_top = torch.full((size, need_max), -math.inf)
+    act_need = (needs - 1).unsqueeze(1)
+    pieces: list[tuple[torch.Tensor | None, int, int, torch.Tensor]] = []
+    norms = order.norms_list
     start, chunk = 0, first_chunk
     limit = max(first_chunk, int(num_items * max_fraction))
-    while active.numel() and start < num_items:
-        if start >= limit and start < num_items:
+    while act_rows.numel() and start < num_items:
+        if start >= limit:
             break  # no norm structure to exploit: the caller ranks these rows in full
         end = min(num_items, start + chunk)
-        raw = query[active] @ order.right_t[:, start:end]
-        pieces.append((active, start, end, raw))
-        running_max[active] = torch.maximum(running_max[active], raw.amax(dim=1))
+        raw = act_query @ order.right_t[:, start:end]
+        pieces.append((None if act_rows.numel() == size else act_rows, start, end, raw))
+        act_max = torch.maximum(act_max, raw.amax(dim=1))
         chunk_top = top_k_rows(raw, min(need_max, raw.shape[1]))[0]
-        merged = torch.cat([running_top[active], chunk_top], dim=1)
-        running_top[active] = torch.topk(merged, need_max, dim=1).values
-        prefix[active] = end
-        bound = query_norm[active] * order.norms[end]
-        row_max = running_max[active].clamp_min(1e-9)
-        tau = running_top[active].gather(1, (needs[active] - 1).unsqueeze(1)).squeeze(1)
-        settled = bound <= running_max[active]
-        done = settled & (bound + beta * row_max * prior_suffix[end] < tau)
-        active = active[~done]
+        act_top = torch.topk(torch.cat([act_top, chunk_top], dim=1), need_max, dim=1).values
+        bound = act_norm * norms[end]
+        tau = act_top.gather(1, act_need).squeeze(1)
+        slack = beta * prior_suffix[end]
+        done = (bound <= act_max) & (bound + act_max.clamp_min(1e-9) * slack < tau)
+        if end >= num_items:
+            done = torch.ones_like(done)
+        if bool(done.any()):
+            finished = act_rows[done]
+            running_max[finished] = act_max[done]
+            prefix[finished] = end
+            keep = ~done
+            act_rows, act_query, act_norm = act_rows[keep], act_query[keep], act_norm[keep]
+            act_max, act_top, act_need = act_max[keep], act_top[keep], act_need[keep]
         start, chunk = end, chunk * 2
-    unfinished = active.tolist() if start < num_items else []
+    unfinished = act_rows.tolist()
+    if unfinished:  # their results are ignored; keep the arithmetic below finite
+        running_max[act_rows] = act_max
+        prefix[act_rows] = start
     if stats is not None:
         stats["items_scored"] = float(prefix.double().mean())
         stats["unfinished"] = float(len(unfinished))
@@ -488,27 +504,44 @@ def lowrank_top_k(
     found_ids: list[torch.Tensor] = []
     found_rows: list[torch.Tensor] = []
     for piece_rows, piece_start, piece_end, raw in pieces:
-        raw.div_(row_max[piece_rows].unsqueeze(1))
+        if piece_rows is None:  # every row of the batch
+            raw.div_(row_max.unsqueeze(1))
+            own = own_positions < piece_end if piece_start == 0 else None
+            local_rows = rows
+        else:
+            raw.div_(row_max[piece_rows].unsqueeze(1))
+            local = torch.full((size,), -1, dtype=torch.int64)
+            local[piece_rows] = torch.arange(piece_rows.numel())
+            own = None
+            local_rows = local[rows]
         if beta:
             raw.add_(prior_ordered[piece_start:piece_end], alpha=beta)
-        local = torch.full((size,), -1, dtype=torch.int64)
-        local[piece_rows] = torch.arange(piece_rows.numel())
-        own = (own_positions >= piece_start) & (own_positions < piece_end) & (local[rows] >= 0)
+        if own is None:
+            own = (own_positions >= piece_start) & (own_positions < piece_end)
+            own &= local_rows >= 0
         raw.index_put_(
-            (local[rows[own]], own_positions[own] - piece_start), repeat[own], accumulate=True
+            (local_rows[own], own_positions[own] - piece_start), repeat[own], accumulate=True
         )
-        hit = (ban_positions >= piece_start) & (ban_positions < piece_end)
-        hit &= local[ban_rows] >= 0
-        raw[local[ban_rows[hit]], ban_positions[hit] - piece_start] = -math.inf
+        if any_banned:
+            hit = (ban_positions >= piece_start) & (ban_positions < piece_end)
+            ban_local = ban_rows if piece_rows is None else local[ban_rows]
+            hit &= ban_local >= 0
+            raw[ban_local[hit], ban_positions[hit] - piece_start] = -math.inf
         values, picked = top_k_rows(raw, min(k, raw.shape[1]))
         found_values.append(values)
         found_ids.append(order.order[picked + piece_start])
-        found_rows.append(piece_rows.unsqueeze(1).expand_as(picked))
+        found_rows.append(
+            (torch.arange(size) if piece_rows is None else piece_rows)
+            .unsqueeze(1)
+            .expand_as(picked)
+        )
     # The user's own items beyond their prefix: scored one by one.
-    own_banned = np.isin(
-        batch.rows * num_items + batch.items, banned_rows * num_items + banned_items
-    )
-    outside = torch.from_numpy(~own_banned) & (own_positions >= prefix[rows])
+    outside = own_positions >= prefix[rows]
+    if any_banned:
+        own_banned = np.isin(
+            batch.rows * num_items + batch.items, banned_rows * num_items + banned_items
+        )
+        outside &= torch.from_numpy(~own_banned)
     out_rows, out_items = rows[outside], items[outside]
     if out_rows.numel():
         own_scores = (query[out_rows] * item_item.right[out_items]).sum(dim=1)
