@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import tempfile
 import time
@@ -121,6 +122,73 @@ def synthetic_model(
     )
 
 
+def ranking_check(model: RecommenderModel, *, k: int, users: int = 256) -> dict[str, float]:
+    """The served ranking path against the full ranking, in process, on ``users`` evenly
+    spaced users of ``model``: recall@k of the served top k against the exact top k of
+    ``score_batch`` (1.0 expected: the shortcuts are exact), the mean number of items scored
+    per user, and CPU milliseconds per batch of 1 and of 64 for both paths."""
+    from services.recommendation.engine import Catalog, Query, ServingState
+
+    catalog = Catalog()
+    state = ServingState(model, catalog)
+    num_users = len(model.user_ids)
+    chosen = np.unique(np.linspace(0, num_users - 1, min(users, num_users)).astype(np.int64))
+    prepared = [state.prepare(Query(model.user_ids[u], k), catalog) for u in chosen]
+    prior, _, recent = state.priors()
+    hits = 0
+    total = 0
+    with torch.no_grad():
+        for start in range(0, len(prepared), 64):
+            group = prepared[start : start + 64]
+            served = state.rank(group)
+            exact = torch.topk(state._full_scores(group, prior, recent), k, dim=1).indices
+            for result, row in zip(served, exact.tolist(), strict=True):
+                ids = {model.item_ids[i] for i in row}
+                hits += len(ids & {item.item_id for item in result.items})
+                total += len(ids)
+    stats: dict[str, float] = {}
+    if state.norm_order_pays:
+        from services.recommendation.model import HistoryBatch, lowrank_top_k
+
+        group = prepared[:64]
+        lowrank_top_k(
+            model.item_item,
+            model.weights,
+            state._prior_bounds(prior),
+            prior,
+            HistoryBatch.concat([p.history for p in group if p.history is not None]),
+            state.now(),
+            k,
+            [p.banned for p in group if p.history is not None],
+            stats=stats,
+        )
+
+    def cpu_ms(call: Any) -> float:
+        call()
+        best = math.inf
+        for _ in range(5):
+            started = time.process_time()
+            call()
+            best = min(best, time.process_time() - started)
+        return round(best * 1000.0, 2)
+
+    from services.recommendation.model import top_k_rows
+
+    out = {
+        "recall_at_k_vs_exact": round(hits / total, 4) if total else 1.0,
+        "users": float(len(prepared)),
+        "norm_order": float(state.norm_order_pays),
+        "items_scored_per_user": round(stats.get("items_scored", len(model.item_ids)), 1),
+    }
+    for size in (1, 64):
+        group = prepared[:size]
+        out[f"served_cpu_ms_batch{size}"] = cpu_ms(lambda g=group: state.rank(g))
+        out[f"full_cpu_ms_batch{size}"] = cpu_ms(
+            lambda g=group: top_k_rows(state._full_scores(g, prior, recent), k)
+        )
+    return out
+
+
 async def open_loop(
     label: str, call: Any, *, rate: float, duration_s: float, warmup_s: float = 0.5
 ) -> LatencyStats:
@@ -206,6 +274,9 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
         if not (model_dir / "metadata.json").is_file():
             model.save(model_dir)
         build_s = time.monotonic() - started
+        with torch.no_grad():
+            torch.set_num_threads(1)  # as the service ranks
+            check = ranking_check(model, k=args.k)
         echo = start_echo_process()
         service = ServiceProcess(
             "recommendation",
@@ -261,6 +332,7 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
             "kind": f"lowrank r64, {args.factors} factors",
             "build_s": round(build_s, 1),
         },
+        "ranking_check": check,
         "levels": rows,
         "max_qps_ratio": best_ratio,
         "half_max_open_loop": half.as_dict() if half else None,
@@ -286,6 +358,14 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
                 "errors",
             ],
         )
+    )
+    print(
+        f"ranking (in process, one torch thread): recall@{args.k} of the served path vs exact "
+        f"{check['recall_at_k_vs_exact']} over {check['users']:.0f} users; "
+        f"{check['items_scored_per_user']:.0f} of {args.items} items scored per user; "
+        f"CPU ms per batch of 1 / 64: served {check['served_cpu_ms_batch1']} / "
+        f"{check['served_cpu_ms_batch64']}, full {check['full_cpu_ms_batch1']} / "
+        f"{check['full_cpu_ms_batch64']}"
     )
     print(f"max Recommend QPS / max echo QPS: {best_ratio}")
     if half is not None:

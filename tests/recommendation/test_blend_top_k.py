@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.recommendation.bench import synthetic_model
+from services.recommendation.bench import ranking_check, synthetic_model
 from services.recommendation.engine import Catalog, ItemFilter, Query, ServingState
 from services.recommendation.features import DAY
 from services.recommendation.model import (
@@ -236,3 +236,14 @@ def test_serving_rank_equals_the_full_ranking(factors: str, norm_order: bool) ->
         assert result.personalized == (query.user_id != "nobody")
     assert results[-2].unknown_item_ids == ["x"]
     assert not {"item-0", "item-1"} & {item.item_id for item in results[-2].items}
+
+
+@pytest.mark.parametrize("factors", ["svd", "random"])
+def test_bench_ranking_check_reports_exact_recall(factors: str) -> None:
+    """The benchmark's in-process check: the served top k against the exact top k. The
+    shortcuts are exact, so anything short of (tie-level) 1.0 is a bug."""
+    check = ranking_check(synthetic_model(6_000, 300, rank=16, factors=factors), k=20, users=64)
+    assert check["recall_at_k_vs_exact"] >= 0.99
+    assert check["norm_order"] == float(factors == "svd")
+    if factors == "svd":
+        assert check["items_scored_per_user"] < 6_000
