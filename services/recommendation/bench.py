@@ -122,7 +122,9 @@ def synthetic_model(
     )
 
 
-def ranking_check(model: RecommenderModel, *, k: int, users: int = 256) -> dict[str, float]:
+def ranking_check(
+    model: RecommenderModel, *, k: int, users: int = 256, shortcut_min_items: int = 20_000
+) -> dict[str, float]:
     """The served ranking path against the full ranking, in process, on ``users`` evenly
     spaced users of ``model``: recall@k of the served top k against the exact top k of
     ``score_batch`` (1.0 expected: the shortcuts are exact), the mean number of items scored
@@ -130,7 +132,7 @@ def ranking_check(model: RecommenderModel, *, k: int, users: int = 256) -> dict[
     from services.recommendation.engine import Catalog, Query, ServingState
 
     catalog = Catalog()
-    state = ServingState(model, catalog)
+    state = ServingState(model, catalog, shortcut_min_items)
     num_users = len(model.user_ids)
     chosen = np.unique(np.linspace(0, num_users - 1, min(users, num_users)).astype(np.int64))
     prepared = [state.prepare(Query(model.user_ids[u], k), catalog) for u in chosen]

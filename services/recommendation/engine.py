@@ -129,8 +129,13 @@ class _Prepared:
 class ServingState:
     """One loaded model with its live state. Replaced whole on reload."""
 
-    def __init__(self, model: RecommenderModel, catalog: Catalog) -> None:
+    def __init__(
+        self, model: RecommenderModel, catalog: Catalog, shortcut_min_items: int = 20_000
+    ) -> None:
         self.model = model
+        #: Below this many items the full blend is cheaper than either shortcut (measured: at
+        #: 3,387 items a batch of 1 costs 0.4 ms in full, 0.9 ms through the block bounds).
+        self.shortcut_min_items = shortcut_min_items
         self.clock_offset = max(0.0, time.time() - model.metadata.reference_time)
         self.overlay: dict[str, UserHistory] = {}
         # A private copy: feedback must not change the loaded model object.
@@ -255,6 +260,8 @@ class ServingState:
         fast = [
             row for row, p in enumerate(prepared) if p.history is not None and not self._masked(p)
         ]
+        if n < self.shortcut_min_items:
+            fast = []  # full passes over a small catalogue cost less than the shortcuts' steps
         if fast:
             batch = HistoryBatch.concat([prepared[row].history for row in fast])  # type: ignore[misc]
             banned = [prepared[row].banned for row in fast]
@@ -338,7 +345,11 @@ class ServingState:
         item about as long as every other) would only add a partial scan before the block
         path, so such a model is served with :func:`blend_top_k` alone."""
         model = self.model
-        if model.item_item.norm_order is None or model.history.num_users == 0:
+        if (
+            model.item_item.norm_order is None
+            or model.history.num_users == 0
+            or len(model.item_ids) < self.shortcut_min_items
+        ):
             return False
         sample = np.unique(np.linspace(0, model.history.num_users - 1, users).astype(np.int64))
         batch = model.history.batch(sample)

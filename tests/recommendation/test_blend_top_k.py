@@ -215,7 +215,8 @@ def test_serving_rank_equals_the_full_ranking(factors: str, norm_order: bool) ->
     """The engine's fast paths (norm order, block bounds, and block bounds for the rows the
     norm order gives up on) against the full blend with the same filters."""
     model = synthetic_model(6_000, 200, rank=16, factors=factors, seed=2)
-    state = ServingState(model, Catalog())
+    # A small catalogue keeps the test fast; the shortcuts are enabled for it explicitly.
+    state = ServingState(model, Catalog(), shortcut_min_items=0)
     # The load-time probe picks the norm order for PureSVD factors only; forcing it on
     # random factors exercises the hand-over of unfinished rows.
     assert state.norm_order_pays == (factors == "svd")
@@ -242,8 +243,21 @@ def test_serving_rank_equals_the_full_ranking(factors: str, norm_order: bool) ->
 def test_bench_ranking_check_reports_exact_recall(factors: str) -> None:
     """The benchmark's in-process check: the served top k against the exact top k. The
     shortcuts are exact, so anything short of (tie-level) 1.0 is a bug."""
-    check = ranking_check(synthetic_model(6_000, 300, rank=16, factors=factors), k=20, users=64)
+    model = synthetic_model(6_000, 300, rank=16, factors=factors)
+    check = ranking_check(model, k=20, users=64, shortcut_min_items=0)
     assert check["recall_at_k_vs_exact"] >= 0.99
     assert check["norm_order"] == float(factors == "svd")
     if factors == "svd":
         assert check["items_scored_per_user"] < 6_000
+
+
+def test_small_catalogues_take_the_full_path() -> None:
+    model = synthetic_model(6_000, 100, rank=16, factors="svd")
+    state = ServingState(model, Catalog())
+    assert not state.norm_order_pays
+    catalog = Catalog()
+    prepared = [state.prepare(Query(f"user-{u}", 10), catalog) for u in range(5)]
+    prior, _, recent = state.priors()
+    expected = torch.topk(state._full_scores(prepared, prior, recent), 10, dim=1)
+    for row, result in enumerate(state.rank(prepared)):
+        assert [model.item_index[i.item_id] for i in result.items] == expected.indices[row].tolist()
