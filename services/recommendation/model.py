@@ -398,7 +398,7 @@ def lowrank_top_k(
     k: int,
     banned: list[np.ndarray],
     first_chunk: int = 2048,
-    max_fraction: float = 0.125,
+    max_fraction: float = 0.5,
     stats: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Exact row-wise top-``k`` of :func:`score_batch` for a low-rank model, with
