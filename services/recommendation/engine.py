@@ -340,9 +340,9 @@ class ServingState:
         return results
 
     def _probe_norm_order(self, users: int = 32) -> bool:
-        """Whether :func:`lowrank_top_k` settles most of a sample of the model's users
-        (deterministic: evenly spaced training users). Factors without norm structure (every
-        item about as long as every other) would only add a partial scan before the block
+        """Whether :func:`lowrank_top_k` settles a sample of the model's users (evenly spaced
+        training users, so deterministic) early. Factors without norm structure (every item
+        about as long as every other) would only add a long partial scan before the block
         path, so such a model is served with :func:`blend_top_k` alone."""
         model = self.model
         if (
@@ -369,7 +369,10 @@ class ServingState:
                 [np.zeros(0, dtype=np.int64)] * batch.size,
                 stats=stats,
             )
-        return stats["unfinished"] <= 0.5 * batch.size
+        # Pays when most of the sample stops within a quarter of the catalogue (or the first
+        # chunk, for small catalogues).
+        budget = max(2048.0, 0.25 * len(model.item_ids))
+        return stats["unfinished"] <= 0.5 * batch.size and stats["items_scored"] <= budget
 
     def _prior_bounds(self, prior: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """The popularity term in the low-rank norm order and its suffix maxima, cached per
