@@ -4,6 +4,13 @@ beside the bare echo RPC measured in the same run.
 A dense items x items matrix does not fit at 100k items, so the synthetic model is the low-rank
 variant (``x_u P Q^T``, rank 64) that training switches to above ``max_dense_items``. The
 service runs in a child process exactly as ``shoptwin serve recommendation`` does.
+
+``--factors svd`` (the default) makes the factors the way training does at this size: a
+truncated SVD (PureSVD, ``P = Q = V``) of the synthetic users' own recency-weighted histories,
+so item factor norms follow item popularity as in a trained model. ``--factors random`` draws
+i.i.d. Gaussian factors: every item has about the same norm, the worst case for the
+norm-ordered early stop of :func:`services.recommendation.model.lowrank_top_k` (it then scores
+the whole catalogue, like the exact baseline).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import tempfile
 import time
@@ -30,14 +38,27 @@ from services.recommendation.model import (
 )
 from services.runtime.bench import LatencyStats, closed_loop, summarize
 
+FACTORS = ("svd", "random")
+
 
 def synthetic_model(
-    num_items: int, num_users: int, *, rank: int = 64, history: int = 20, seed: int = 0
+    num_items: int,
+    num_users: int,
+    *,
+    rank: int = 64,
+    history: int = 20,
+    seed: int = 0,
+    factors: str = "svd",
 ) -> RecommenderModel:
-    """A random low-rank model with Zipf-distributed item popularity (for benchmarks only)."""
+    """A low-rank model over Zipf-distributed synthetic histories (for benchmarks only).
+
+    ``factors``: "svd" for PureSVD factors of those histories (as training builds them),
+    "random" for i.i.d. Gaussian factors.
+    """
+    if factors not in FACTORS:
+        raise ValueError(f"factors must be one of {FACTORS}")
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    factors = torch.randn(num_items, rank, generator=generator) / rank**0.5
     now = time.time()
     weights = 1.0 / np.arange(1, num_items + 1) ** 0.8
     weights /= weights.sum()
@@ -56,16 +77,36 @@ def synthetic_model(
         np.exp(-(now - last_times) / (90 * DAY)).astype(np.float32),
         np.ones(total, dtype=bool),
     )
+    if factors == "random":
+        left = torch.randn(num_items, rank, generator=generator) / rank**0.5
+    else:
+        user_of = np.repeat(np.arange(num_users), np.diff(indptr))
+        matrix = torch.sparse_coo_tensor(
+            torch.from_numpy(np.stack([user_of, items])),
+            torch.from_numpy(table.input_weights),
+            (num_users, num_items),
+            check_invariants=False,
+        )
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        _, _, v = torch.svd_lowrank(matrix, q=min(rank, num_items - 1))
+        torch.random.set_rng_state(state)
+        left = v.float().contiguous()
     popularity = Popularity(num_items, now)
     popularity.sums = np.outer([0.5, 1.0], weights * 10_000.0)
     metadata = ModelMetadata(
-        version=f"synthetic-{num_items}x{num_users}-r{rank}",
-        kind="synthetic (lowrank)",
+        version=f"synthetic-{factors}-{num_items}x{num_users}-r{rank}",
+        kind=f"synthetic (lowrank, {factors} factors)",
         trained_at=now,
         reference_time=now,
         num_users=num_users,
         num_items=num_items,
-        hyperparameters={"tau_input_days": 90.0, "rank": rank, "seed": seed},
+        hyperparameters={
+            "tau_input_days": 90.0,
+            "rank": rank,
+            "seed": seed,
+            "factors": factors,
+        },
         metrics={},
         data="synthetic",
     )
@@ -76,9 +117,78 @@ def synthetic_model(
         {},
         table,
         popularity,
-        ItemItem(left=factors, right=factors.clone()),
+        ItemItem(left=left, right=left.clone()),
         BlendWeights(),
     )
+
+
+def ranking_check(
+    model: RecommenderModel, *, k: int, users: int = 256, shortcut_min_items: int = 20_000
+) -> dict[str, float]:
+    """The served ranking path against the full ranking, in process, on ``users`` evenly
+    spaced users of ``model``: recall@k of the served top k against the exact top k of
+    ``score_batch`` (1.0 expected: the shortcuts are exact), the mean number of items scored
+    per user, and CPU milliseconds per batch of 1 and of 64 for both paths."""
+    from services.recommendation.engine import Catalog, Query, ServingState
+
+    catalog = Catalog()
+    state = ServingState(model, catalog, shortcut_min_items)
+    num_users = len(model.user_ids)
+    chosen = np.unique(np.linspace(0, num_users - 1, min(users, num_users)).astype(np.int64))
+    prepared = [state.prepare(Query(model.user_ids[u], k), catalog) for u in chosen]
+    prior, _, recent = state.priors()
+    hits = 0
+    total = 0
+    with torch.no_grad():
+        for start in range(0, len(prepared), 64):
+            group = prepared[start : start + 64]
+            served = state.rank(group)
+            exact = torch.topk(state._full_scores(group, prior, recent), k, dim=1).indices
+            for result, row in zip(served, exact.tolist(), strict=True):
+                ids = {model.item_ids[i] for i in row}
+                hits += len(ids & {item.item_id for item in result.items})
+                total += len(ids)
+    stats: dict[str, float] = {}
+    if state.norm_order_pays:
+        from services.recommendation.model import HistoryBatch, lowrank_top_k
+
+        group = prepared[:64]
+        lowrank_top_k(
+            model.item_item,
+            model.weights,
+            state._prior_bounds(prior),
+            prior,
+            HistoryBatch.concat([p.history for p in group if p.history is not None]),
+            state.now(),
+            k,
+            [p.banned for p in group if p.history is not None],
+            stats=stats,
+        )
+
+    def cpu_ms(call: Any) -> float:
+        call()
+        best = math.inf
+        for _ in range(5):
+            started = time.process_time()
+            call()
+            best = min(best, time.process_time() - started)
+        return round(best * 1000.0, 2)
+
+    from services.recommendation.model import top_k_rows
+
+    out = {
+        "recall_at_k_vs_exact": round(hits / total, 4) if total else 1.0,
+        "users": float(len(prepared)),
+        "norm_order": float(state.norm_order_pays),
+        "items_scored_per_user": round(stats.get("items_scored", len(model.item_ids)), 1),
+    }
+    for size in (1, 64):
+        group = prepared[:size]
+        out[f"served_cpu_ms_batch{size}"] = cpu_ms(lambda g=group: state.rank(g))
+        out[f"full_cpu_ms_batch{size}"] = cpu_ms(
+            lambda g=group: top_k_rows(state._full_scores(g, prior, recent), k)
+        )
+    return out
 
 
 async def open_loop(
@@ -161,11 +271,14 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
     with tempfile.TemporaryDirectory(prefix="shoptwin-bench-rec-") as tmp:
         workdir = args.workdir or Path(tmp)
         started = time.monotonic()
-        model = synthetic_model(args.items, args.users)
+        model = synthetic_model(args.items, args.users, factors=args.factors)
         model_dir = workdir / "models" / model.metadata.version
         if not (model_dir / "metadata.json").is_file():
             model.save(model_dir)
         build_s = time.monotonic() - started
+        with torch.no_grad():
+            torch.set_num_threads(1)  # as the service ranks
+            check = ranking_check(model, k=args.k)
         echo = start_echo_process()
         service = ServiceProcess(
             "recommendation",
@@ -218,9 +331,10 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
         "model": {
             "items": args.items,
             "users": args.users,
-            "kind": "lowrank r64",
+            "kind": f"lowrank r64, {args.factors} factors",
             "build_s": round(build_s, 1),
         },
+        "ranking_check": check,
         "levels": rows,
         "max_qps_ratio": best_ratio,
         "half_max_open_loop": half.as_dict() if half else None,
@@ -246,6 +360,14 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
                 "errors",
             ],
         )
+    )
+    print(
+        f"ranking (in process, one torch thread): recall@{args.k} of the served path vs exact "
+        f"{check['recall_at_k_vs_exact']} over {check['users']:.0f} users; "
+        f"{check['items_scored_per_user']:.0f} of {args.items} items scored per user; "
+        f"CPU ms per batch of 1 / 64: served {check['served_cpu_ms_batch1']} / "
+        f"{check['served_cpu_ms_batch64']}, full {check['full_cpu_ms_batch1']} / "
+        f"{check['full_cpu_ms_batch64']}"
     )
     print(f"max Recommend QPS / max echo QPS: {best_ratio}")
     if half is not None:

@@ -89,6 +89,13 @@ def register(groups: CommandGroups) -> None:
     bench.add_argument("--duration", type=float, default=3.0, help="seconds per level (default: 3)")
     bench.add_argument("--k", type=int, default=20, help="items per Recommend (default: 20)")
     bench.add_argument(
+        "--factors",
+        choices=["svd", "random"],
+        default="svd",
+        help="item factors: PureSVD of the synthetic histories, as training makes them, or "
+        "i.i.d. Gaussian (the worst case for the norm-ordered top-k) (default: svd)",
+    )
+    bench.add_argument(
         "--workdir", type=Path, default=None, help="where to write the model (default: a temp dir)"
     )
     add_json_flag(bench)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,8 +26,12 @@ import torch
 from services.recommendation.data import EVENT_TYPES, EVENT_WEIGHTS
 from services.recommendation.features import Popularity, UserHistory
 from services.recommendation.model import (
+    SCORE_BLOCK,
     HistoryBatch,
     RecommenderModel,
+    blend_top_k,
+    block_maxima,
+    lowrank_top_k,
     score_batch,
     top_k_rows,
 )
@@ -69,8 +74,9 @@ class Query:
     filter: ItemFilter = field(default_factory=ItemFilter)
 
 
-@dataclass(frozen=True)
-class ScoredItem:
+class ScoredItem(NamedTuple):
+    """One ranked item (a tuple: a Recommend builds up to 1,000 of them per call)."""
+
     item_id: str
     score: float
     category: str
@@ -123,8 +129,13 @@ class _Prepared:
 class ServingState:
     """One loaded model with its live state. Replaced whole on reload."""
 
-    def __init__(self, model: RecommenderModel, catalog: Catalog) -> None:
+    def __init__(
+        self, model: RecommenderModel, catalog: Catalog, shortcut_min_items: int = 20_000
+    ) -> None:
         self.model = model
+        #: Below this many items the full blend is cheaper than either shortcut (measured: at
+        #: 3,387 items a batch of 1 costs 0.4 ms in full, 0.9 ms through the block bounds).
+        self.shortcut_min_items = shortcut_min_items
         self.clock_offset = max(0.0, time.time() - model.metadata.reference_time)
         self.overlay: dict[str, UserHistory] = {}
         # A private copy: feedback must not change the loaded model object.
@@ -136,8 +147,9 @@ class ServingState:
         self.out_of_stock = np.zeros(n, dtype=bool)
         for item_id, entry in catalog.entries.items():
             self.apply_catalog(item_id, entry, catalog)
-        self._prior: torch.Tensor | None = None
-        self._recent: np.ndarray | None = None
+        self._priors: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None
+        self._bounds: tuple[torch.Tensor, tuple[torch.Tensor, list[float]]] | None = None
+        self.norm_order_pays = self._probe_norm_order()
         self._prior_at = -math.inf
         self.replayed_row = 0
 
@@ -171,32 +183,41 @@ class ServingState:
         user = self.model.user_index.get(user_id)
         return None if user is None else self.model.history.user_history(user)
 
-    def snapshot(self, user_id: str) -> tuple[HistoryBatch | None, np.ndarray]:
-        """The user's history as a one-row batch and the items they purchased (copies)."""
+    def snapshot(
+        self, user_id: str, with_purchased: bool = True
+    ) -> tuple[HistoryBatch | None, np.ndarray]:
+        """The user's history as a one-row batch and (when asked) the items they purchased
+        (copies of the live state, or read-only slices of the immutable model)."""
         live = self.overlay.get(user_id)
+        none = np.zeros(0, dtype=np.int64)
         if live is not None:
-            purchased = np.fromiter(live.purchased, dtype=np.int64, count=len(live.purchased))
+            purchased = (
+                np.fromiter(live.purchased, dtype=np.int64, count=len(live.purchased))
+                if with_purchased
+                else none
+            )
             return HistoryBatch.from_histories([live]), purchased
         user = self.model.user_index.get(user_id)
         if user is None:
-            return None, np.zeros(0, dtype=np.int64)
+            return None, none
         history = self.model.history
-        return history.batch(np.asarray([user])), history.purchased_items(user)
+        purchased = history.purchased_items(user) if with_purchased else none
+        return history.batch(np.asarray([user])), purchased
 
-    def priors(self) -> tuple[torch.Tensor, np.ndarray]:
-        """The blend's popularity term and the cold-start popularity, refreshed at most every
-        0.25 s (feedback marks them stale at once)."""
+    def priors(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """The blend's popularity term, its block maxima (for :func:`blend_top_k`) and the
+        cold-start popularity, refreshed at most every 0.25 s (feedback marks them stale at
+        once)."""
         now_wall = time.monotonic()
-        if (
-            self._prior is None
-            or self._recent is None
-            or now_wall - self._prior_at > PRIOR_REFRESH_S
-        ):
+        priors = self._priors
+        if priors is None or now_wall - self._prior_at > PRIOR_REFRESH_S:
             now = self.now()
-            self._prior = torch.from_numpy(self.popularity.blend(now))
-            self._recent = self.popularity.recent(now)
+            prior = torch.from_numpy(self.popularity.blend(now))
+            priors = (prior, block_maxima(prior, SCORE_BLOCK), self.popularity.recent(now))
+            # One assignment: a worker thread reading the priors sees all three or none.
+            self._priors = priors
             self._prior_at = now_wall
-        return self._prior, self._recent
+        return priors
 
     def prepare(self, query: Query, catalog: Catalog) -> _Prepared:
         index = self.model.item_index
@@ -208,7 +229,7 @@ class ServingState:
                 unknown.append(item_id)
             else:
                 banned.append(position)
-        history, purchased = self.snapshot(query.user_id)
+        history, purchased = self.snapshot(query.user_id, query.filter.exclude_purchased)
         if history is not None and not history.rows.size:
             history = None
         if query.filter.exclude_purchased:
@@ -221,8 +242,148 @@ class ServingState:
         return _Prepared(query, history, np.asarray(banned, dtype=np.int64), unknown, allowed)
 
     def rank(self, prepared: Sequence[_Prepared]) -> list[Recommendation]:
-        """Score and filter a batch in one matmul (runs in a worker thread)."""
-        prior, recent = self.priors()
+        """Score, filter and rank a batch with one matmul (runs in a worker thread).
+
+        For low-rank models with norm structure (see :meth:`_probe_norm_order`), users with
+        history and no catalogue-wide mask (category, in-stock) go through
+        :func:`lowrank_top_k`: items in factor-norm order, each row stops as soon as no later
+        item can enter its top k; rows it gives up on get :func:`blend_top_k` (the blend only
+        on the item blocks that can hold the top k). Everything else gets the full
+        :func:`score_batch` and a masked top-k. All are exact and give the same ranking.
+        """
+        prior, prior_block_max, recent = self.priors()
+        n = len(self.model.item_ids)
+        size = len(prepared)
+        k_max = min(max(p.query.k for p in prepared), n)
+        values = torch.empty(size, k_max)
+        indices = torch.empty(size, k_max, dtype=torch.int64)
+        fast = [
+            row for row, p in enumerate(prepared) if p.history is not None and not self._masked(p)
+        ]
+        if not self.norm_order_pays:
+            # The block bounds alone measured no faster than the full blend (within 10% at
+            # batch 64, slower at batch 1): they only serve rows the norm order gives up on.
+            fast = []
+        if fast:
+            batch = HistoryBatch.concat([prepared[row].history for row in fast])  # type: ignore[misc]
+            banned = [prepared[row].banned for row in fast]
+            item_item = self.model.item_item
+            found: tuple[torch.Tensor, torch.Tensor] | None = None
+            with torch.no_grad():
+                *found_lowrank, unfinished = lowrank_top_k(
+                    item_item,
+                    self.model.weights,
+                    self._prior_bounds(prior),
+                    prior,
+                    batch,
+                    self.now(),
+                    k_max,
+                    banned,
+                )
+                found = (found_lowrank[0], found_lowrank[1])
+                if unfinished:
+                    # No norm structure to exploit for these: the block bounds instead.
+                    full = blend_top_k(
+                        item_item,
+                        self.model.weights,
+                        prior,
+                        prior_block_max,
+                        HistoryBatch.concat(
+                            [prepared[fast[row]].history for row in unfinished]  # type: ignore[misc]
+                        ),
+                        self.now(),
+                        k_max,
+                        [banned[row] for row in unfinished],
+                    )
+                    if full is None:
+                        found = None
+                    else:
+                        found[0][unfinished], found[1][unfinished] = full
+            if found is None:
+                fast = []
+            elif len(fast) == size:
+                values, indices = found
+            else:
+                values[fast], indices[fast] = found
+        fast_set = set(fast)
+        rest = [row for row in range(size) if row not in fast_set]
+        if rest:
+            scores = self._full_scores([prepared[row] for row in rest], prior, recent)
+            rest_values, rest_indices = top_k_rows(scores, k_max)
+            if len(rest) == size:
+                values, indices = rest_values, rest_indices
+            else:
+                values[rest], indices[rest] = rest_values, rest_indices
+        item_ids = self.model.item_ids
+        names = self.category_names
+        version = self.model.metadata.version
+        results = []
+        for p, row_values, row_indices in zip(
+            prepared, values.tolist(), indices.tolist(), strict=True
+        ):
+            items = []
+            for value, item in zip(row_values[: p.query.k], row_indices[: p.query.k], strict=True):
+                if value == -math.inf:
+                    break
+                items.append(ScoredItem(item_ids[item], value, names[item]))
+            results.append(Recommendation(items, version, p.history is not None, p.unknown))
+        return results
+
+    def _probe_norm_order(self, users: int = 32) -> bool:
+        """Whether :func:`lowrank_top_k` settles a sample of the model's users (evenly spaced
+        training users, so deterministic) early. Factors without norm structure (every item
+        about as long as every other) would only add a long partial scan before the block
+        path, so such a model is served with :func:`blend_top_k` alone."""
+        model = self.model
+        if (
+            model.item_item.norm_order is None
+            or model.history.num_users == 0
+            or len(model.item_ids) < self.shortcut_min_items
+        ):
+            return False
+        sample = np.unique(np.linspace(0, model.history.num_users - 1, users).astype(np.int64))
+        batch = model.history.batch(sample)
+        if not batch.rows.size:
+            return False
+        prior, _, _ = self.priors()
+        stats: dict[str, float] = {}
+        with torch.no_grad():
+            lowrank_top_k(
+                model.item_item,
+                model.weights,
+                self._prior_bounds(prior),
+                prior,
+                batch,
+                self.now(),
+                min(20, len(model.item_ids)),
+                [np.zeros(0, dtype=np.int64)] * batch.size,
+                stats=stats,
+            )
+        # Pays when most of the sample stops within a quarter of the catalogue (or the first
+        # chunk, for small catalogues).
+        budget = max(2048.0, 0.25 * len(model.item_ids))
+        return stats["unfinished"] <= 0.5 * batch.size and stats["items_scored"] <= budget
+
+    def _prior_bounds(self, prior: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        """The popularity term in the low-rank norm order and its suffix maxima, cached per
+        prior (recomputed when the prior is refreshed)."""
+        cached = self._bounds
+        if cached is None or cached[0] is not prior:
+            assert self.model.item_item.norm_order is not None
+            cached = (prior, self.model.item_item.norm_order.prior_bounds(prior))
+            self._bounds = cached
+        return cached[1]
+
+    def _masked(self, p: _Prepared) -> bool:
+        """Whether a catalogue-wide mask (category or in-stock) applies to the query."""
+        return p.allowed_codes is not None or (
+            p.query.filter.in_stock_only and bool(self.out_of_stock.any())
+        )
+
+    def _full_scores(
+        self, prepared: Sequence[_Prepared], prior: torch.Tensor, recent: np.ndarray
+    ) -> torch.Tensor:
+        """The blend (or cold-start popularity) over every item, with the filters applied."""
         warm = [i for i, p in enumerate(prepared) if p.history is not None]
         n = len(self.model.item_ids)
         scores: torch.Tensor | None = None
@@ -251,23 +412,7 @@ class ServingState:
                 scores[row].masked_fill_(~keep, -torch.inf)
             if p.query.filter.in_stock_only and self.out_of_stock.any():
                 scores[row].masked_fill_(torch.from_numpy(self.out_of_stock), -torch.inf)
-        k_max = min(max(p.query.k for p in prepared), n)
-        values, indices = top_k_rows(scores, k_max)
-        results = []
-        for row, p in enumerate(prepared):
-            items = []
-            for value, item in zip(
-                values[row, : p.query.k].tolist(), indices[row, : p.query.k].tolist(), strict=True
-            ):
-                if value == -math.inf:
-                    break
-                items.append(
-                    ScoredItem(self.model.item_ids[item], float(value), self.category_names[item])
-                )
-            results.append(
-                Recommendation(items, self.model.metadata.version, row in warm_set, p.unknown)
-            )
-        return results
+        return scores
 
     def similar(
         self, item_id: str, k: int, item_filter: ItemFilter, catalog: Catalog

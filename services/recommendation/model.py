@@ -18,6 +18,7 @@ additive so that serving touches the catalogue only through one dense matmul and
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ import torch
 from services.recommendation.features import DAY, Popularity, UserHistory
 
 MODEL_FORMAT = 1
+#: Items per block in the block top-k of serving (see :func:`blend_top_k`).
+SCORE_BLOCK = 128
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,34 @@ class BlendWeights:
 
     def as_dict(self) -> dict[str, float]:
         return {"alpha": self.alpha, "beta": self.beta, "tau_repeat_days": self.tau_repeat_days}
+
+
+class NormOrder:
+    """The items of a low-rank model sorted by the norm of their factor, largest first.
+
+    ``|q . Q_i| <= |q| |Q_i|``, so once a prefix of this order is scored, every later item
+    scores at most ``|q|`` times the next norm: :func:`lowrank_top_k` stops there. Items of a
+    trained PureSVD model have norms that fall fast with popularity (the leverage of rare items
+    is small), so most users' exact top-k is settled after a few thousand items.
+    """
+
+    def __init__(self, right: torch.Tensor) -> None:
+        norms = right.norm(dim=1)
+        self.order = torch.argsort(norms, descending=True)
+        self.position = torch.empty_like(self.order)
+        self.position[self.order] = torch.arange(len(self.order))
+        #: right^T with columns in norm order (contiguous, for the chunked matmul).
+        self.right_t = right[self.order].T.contiguous()
+        #: Norms in order, with a trailing 0 (the bound after the last item); a list, as
+        #: serving reads single entries.
+        self.norms_list: list[float] = torch.cat([norms[self.order], torch.zeros(1)]).tolist()
+
+    def prior_bounds(self, prior: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        """``prior`` in norm order and its suffix maxima (with a trailing 0): the largest
+        popularity term of any item from each position on."""
+        ordered = prior[self.order]
+        suffix = torch.flip(torch.cummax(torch.flip(ordered, [0]), 0).values, [0])
+        return ordered, torch.cat([suffix, torch.zeros(1)]).tolist()
 
 
 class ItemItem:
@@ -59,6 +90,7 @@ class ItemItem:
         # Serving multiplies (users x rank) by right^T: a contiguous rank x items copy makes
         # that matmul ~1.4x faster than the transposed view at 100k items (memory-bound).
         self.right_t = right.T.contiguous() if right is not None else None
+        self.norm_order = NormOrder(right) if right is not None else None
 
     @property
     def kind(self) -> str:
@@ -134,6 +166,8 @@ class HistoryBatch:
     @staticmethod
     def concat(batches: list[HistoryBatch]) -> HistoryBatch:
         """Stack batches (rows renumbered in order)."""
+        if len(batches) == 1:
+            return batches[0]
         offsets = np.cumsum([0] + [b.size for b in batches[:-1]])
         return HistoryBatch(
             int(sum(b.size for b in batches)),
@@ -162,6 +196,16 @@ class HistoryTable:
 
     def batch(self, users: np.ndarray) -> HistoryBatch:
         """The histories of ``users`` (row indices) as one batch."""
+        if len(users) == 1:  # the serving path: one user per request, plain slices
+            start, end = int(self.indptr[users[0]]), int(self.indptr[users[0] + 1])
+            return HistoryBatch(
+                1,
+                np.zeros(end - start, dtype=np.int64),
+                self.items[start:end],
+                self.input_weights[start:end],
+                self.counts[start:end],
+                self.last_times[start:end],
+            )
         starts, ends = self.indptr[users], self.indptr[users + 1]
         lengths = ends - starts
         index = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
@@ -220,17 +264,318 @@ def score_batch(
     if weights.beta:
         scores.add_(popularity.unsqueeze(0), alpha=weights.beta)
     if batch.rows.size and weights.alpha:
-        days = np.maximum((now - batch.last_times) / DAY, 0.0)
-        repeat = torch.from_numpy(
-            (batch.counts * np.exp(-days / weights.tau_repeat_days)).astype(np.float32)
-        )
-        row_max = torch.zeros(batch.size).scatter_reduce(0, rows, repeat, "amax")
-        repeat = weights.alpha * repeat / row_max[rows].clamp_min(1e-9)
-        scores.index_put_((rows, items), repeat, accumulate=True)
+        scores.index_put_((rows, items), repeat_term(weights, batch, now), accumulate=True)
     return scores
 
 
-def top_k_rows(scores: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+def repeat_term(weights: BlendWeights, batch: HistoryBatch, now: float) -> torch.Tensor:
+    """The repeat term of each history entry of ``batch``, scaled per row to a maximum of
+    ``alpha`` (the blend's third term, nonzero only on a user's own items)."""
+    days = np.maximum((now - batch.last_times) / DAY, 0.0)
+    repeat = torch.from_numpy(
+        (batch.counts * np.exp(-days / weights.tau_repeat_days)).astype(np.float32)
+    )
+    rows = torch.from_numpy(batch.rows)
+    row_max = torch.zeros(batch.size).scatter_reduce(0, rows, repeat, "amax")
+    return weights.alpha * repeat / row_max[rows].clamp_min(1e-9)
+
+
+def block_maxima(values: torch.Tensor, block: int) -> torch.Tensor:
+    """Maximum of each full block of ``block`` consecutive entries (a trailing partial block
+    is left out): shape (len(values), width // block) for 2-D, (width // block,) for 1-D."""
+    width = values.shape[-1]
+    full = (width // block) * block
+    head = values[..., :full]
+    return head.reshape(*values.shape[:-1], width // block, block).amax(dim=-1)
+
+
+def blend_top_k(
+    item_item: ItemItem,
+    weights: BlendWeights,
+    popularity: torch.Tensor,
+    popularity_block_max: torch.Tensor,
+    batch: HistoryBatch,
+    now: float,
+    k: int,
+    banned: list[np.ndarray],
+    block: int = SCORE_BLOCK,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Exact row-wise top-``k`` of :func:`score_batch` with ``banned[row]`` items excluded,
+    touching the full catalogue only twice per row: the item-item matmul and one
+    max-reduction over blocks of ``block`` items.
+
+    ``score_batch`` normalises, adds popularity and repeat over the whole catalogue and then
+    ranks. Here the raw item-item scores ``s`` are split into blocks and, with ``M`` the row
+    maximum of ``s``:
+
+    - every item of block ``b`` scores at most ``U_b = max_b(s) / M + beta * max_b(pop)``
+      unless it is one of the user's own items (the repeat term), whose blocks are always
+      kept;
+    - the arg-max item of block ``b`` scores at least ``L_b = max_b(s) / M`` (popularity and
+      repeat are never negative), so unless it is banned there are ``k`` allowed items
+      scoring at least ``tau``, the ``(k + |banned|)``-th largest ``L_b``.
+
+    Blocks with ``U_b < tau`` therefore hold no item of the exact top ``k``; the blend is
+    computed on the other blocks (plus the partial last block) only. ``popularity`` is the
+    blend's popularity term (max 1), ``popularity_block_max`` its :func:`block_maxima`.
+    Returns None where the shortcut does not apply (a catalogue of fewer than
+    ``k + |banned|`` blocks); callers then rank with :func:`score_batch`.
+    """
+    num_items = item_item.num_items
+    num_blocks = num_items // block
+    need = k + max((b.size for b in banned), default=0)
+    if need > num_blocks:
+        return None
+    rows = torch.from_numpy(batch.rows)
+    items = torch.from_numpy(batch.items)
+    inputs = torch.sparse_coo_tensor(
+        torch.stack([rows, items]),
+        torch.from_numpy(batch.input_weights),
+        (batch.size, num_items),
+        check_invariants=False,  # built from validated indices
+    ).coalesce()
+    raw = item_item.user_scores(inputs)
+    head_max = block_maxima(raw, block)
+    tail_start = num_blocks * block
+    row_max = head_max.amax(dim=1)
+    if tail_start < num_items:
+        row_max = torch.maximum(row_max, raw[:, tail_start:].amax(dim=1))
+    row_max = row_max.clamp_min_(1e-9).unsqueeze(1)
+    lower = head_max / row_max
+    upper = lower + popularity_block_max.unsqueeze(0) * weights.beta if weights.beta else lower
+    # tau per row: the (k + banned)-th largest lower bound (a lower bound on the k-th score).
+    needs = torch.tensor([k + b.size for b in banned], dtype=torch.int64)
+    ranked_lower = torch.topk(lower, int(needs.max()), dim=1).values
+    tau = ranked_lower.gather(1, (needs - 1).unsqueeze(1))
+    keep = upper >= tau
+    in_head = items < tail_start
+    if bool(in_head.any()):  # the user's own items carry the repeat term: keep their blocks
+        keep[rows[in_head], items[in_head] // block] = True
+    width = int(keep.sum(dim=1).max())
+    chosen = torch.topk(keep.to(torch.int8), width, dim=1).indices  # all kept blocks per row
+    offsets = torch.arange(block)
+    positions = (chosen.unsqueeze(2) * block + offsets).reshape(batch.size, width * block)
+    if tail_start < num_items:
+        tail = torch.arange(tail_start, num_items).expand(batch.size, num_items - tail_start)
+        positions = torch.cat([positions, tail], dim=1)
+    # The same operations as score_batch, on the candidates only (same values bit for bit).
+    scores = raw.gather(1, positions).div_(row_max)
+    if weights.beta:
+        scores.add_(popularity[positions], alpha=weights.beta)
+    # Column of (row, item) among the candidates (-1: not a candidate), via the rank of its
+    # block in `chosen`; items of the partial last block follow the chosen blocks in order.
+    block_column = torch.full((batch.size, num_blocks), -1, dtype=torch.int64)
+    block_column.scatter_(1, chosen, torch.arange(width).expand(batch.size, width) * block)
+
+    def columns(row_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        in_tail = item_ids >= tail_start
+        block_ids = torch.where(in_tail, 0, item_ids // block)
+        base = block_column[row_ids, block_ids]
+        head = torch.where(base >= 0, base + item_ids % block, -1)
+        return torch.where(in_tail, width * block + item_ids - tail_start, head)
+
+    if batch.rows.size and weights.alpha:
+        repeat = repeat_term(weights, batch, now)
+        scores.index_put_((rows, columns(rows, items)), repeat, accumulate=True)
+    if any(b.size for b in banned):
+        ban_rows = torch.from_numpy(
+            np.repeat(np.arange(batch.size), [b.size for b in banned]).astype(np.int64)
+        )
+        ban_cols = columns(ban_rows, torch.from_numpy(np.concatenate(banned).astype(np.int64)))
+        hit = ban_cols >= 0  # banned items outside the candidates cannot be chosen anyway
+        scores[ban_rows[hit], ban_cols[hit]] = -torch.inf
+    values, picked = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+    return values, positions.gather(1, picked)
+
+
+def lowrank_top_k(
+    item_item: ItemItem,
+    weights: BlendWeights,
+    prior_bounds: tuple[torch.Tensor, list[float]],
+    popularity: torch.Tensor,
+    batch: HistoryBatch,
+    now: float,
+    k: int,
+    banned: list[np.ndarray],
+    first_chunk: int = 2048,
+    max_fraction: float = 0.5,
+    stats: dict[str, float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Exact row-wise top-``k`` of :func:`score_batch` for a low-rank model, with
+    ``banned[row]`` excluded, scoring items in :class:`NormOrder` chunks and stopping each row
+    as soon as no later item can enter its top ``k``.
+
+    After a prefix ``[0, c)`` of the norm order, row ``u`` (query ``q``) knows its raw scores
+    ``s`` there; every later item has ``s <= |q| * norm[c]``. The row stops when
+
+    - that bound is at most the prefix maximum ``m`` (so ``M = max(m, 1e-9)`` is the row
+      maximum the blend divides by, exactly), and
+    - ``bound / M + beta * (largest popularity term from c on) < tau / M``, where ``tau`` is
+      the ``(k + |banned|)``-th largest ``s`` in the prefix: those items each score at least
+      ``s / M`` (popularity and repeat are never negative), and at most ``|banned|`` of them
+      are banned.
+
+    The user's own items (the repeat term) are always scored, inside or outside the prefix.
+    Chunks double in size, so a model without norm structure (random factors) costs a few
+    matmuls over the whole catalogue, like :func:`score_batch`. Values equal
+    ``score_batch``'s up to float rounding of the matmul; ``prior_bounds`` is
+    ``item_item.norm_order.prior_bounds(popularity)``.
+
+    Rows that have not stopped after ``max_fraction`` of the catalogue (factors without norm
+    structure) are given up: their row numbers come back as the third value and their
+    results are to be ignored; the caller ranks them with :func:`blend_top_k`, which is
+    cheaper over the whole catalogue. ``stats``, when given, receives ``items_scored`` (the
+    mean prefix length per row) and ``unfinished`` (rows given up).
+    """
+    order = item_item.norm_order
+    assert order is not None and item_item.left is not None and item_item.right is not None
+    num_items = item_item.num_items
+    size = batch.size
+    rows = torch.from_numpy(batch.rows)
+    items = torch.from_numpy(batch.items)
+    # x_u @ P over the user's few items (cheaper than a sparse tensor for small batches).
+    weighted = item_item.left[items] * torch.from_numpy(batch.input_weights).unsqueeze(1)
+    query = torch.zeros(size, item_item.left.shape[1]).index_add_(0, rows, weighted)
+    query_norm = query.norm(dim=1)
+    prior_ordered, prior_suffix = prior_bounds
+    beta = weights.beta
+    needs = torch.tensor([k + b.size for b in banned], dtype=torch.int64)
+    need_max = int(needs.max())
+    any_banned = need_max > k or any(b.size for b in banned)
+    # Per-row results, filled in as rows stop; the loop keeps compact state for the rows
+    # still going (few torch calls per step: each one is a GIL round trip in serving).
+    running_max = torch.full((size,), -math.inf)
+    prefix = torch.full((size,), num_items, dtype=torch.int64)
+    act_rows = torch.arange(size)
+    act_query, act_norm = query, query_norm
+    act_max = torch.full((size,), -math.inf)
+    act_top = torch.full((size, need_max), -math.inf)
+    act_need = (needs - 1).unsqueeze(1)
+    pieces: list[tuple[torch.Tensor | None, int, int, torch.Tensor]] = []
+    norms = order.norms_list
+    start, chunk = 0, first_chunk
+    limit = max(first_chunk, int(num_items * max_fraction))
+    while act_rows.numel() and start < num_items:
+        if start >= limit:
+            break  # no norm structure to exploit: the caller ranks these rows in full
+        end = min(num_items, start + chunk)
+        raw = act_query @ order.right_t[:, start:end]
+        pieces.append((None if act_rows.numel() == size else act_rows, start, end, raw))
+        act_max = torch.maximum(act_max, raw.amax(dim=1))
+        chunk_top = top_k_rows(raw, min(need_max, raw.shape[1]))[0]
+        act_top = torch.topk(torch.cat([act_top, chunk_top], dim=1), need_max, dim=1).values
+        bound = act_norm * norms[end]
+        tau = act_top.gather(1, act_need).squeeze(1)
+        slack = beta * prior_suffix[end]
+        done = (bound <= act_max) & (bound + act_max.clamp_min(1e-9) * slack < tau)
+        if end >= num_items:
+            done = torch.ones_like(done)
+        if bool(done.any()):
+            finished = act_rows[done]
+            running_max[finished] = act_max[done]
+            prefix[finished] = end
+            keep = ~done
+            act_rows, act_query, act_norm = act_rows[keep], act_query[keep], act_norm[keep]
+            act_max, act_top, act_need = act_max[keep], act_top[keep], act_need[keep]
+        start, chunk = end, chunk * 2
+    unfinished = act_rows.tolist()
+    if unfinished:  # their results are ignored; keep the arithmetic below finite
+        running_max[act_rows] = act_max
+        prefix[act_rows] = start
+    if stats is not None:
+        stats["items_scored"] = float(prefix.double().mean())
+        stats["unfinished"] = float(len(unfinished))
+    row_max = running_max.clamp_min(1e-9)
+    repeat = (
+        repeat_term(weights, batch, now)
+        if batch.rows.size and weights.alpha
+        else torch.zeros(len(batch.rows))
+    )
+    banned_rows = np.repeat(np.arange(size), [b.size for b in banned]).astype(np.int64)
+    banned_items = (
+        np.concatenate(banned).astype(np.int64) if banned_rows.size else np.zeros(0, np.int64)
+    )
+    ban_rows = torch.from_numpy(banned_rows)
+    ban_positions = order.position[torch.from_numpy(banned_items)]
+    own_positions = order.position[items]
+    # Blend each scored piece (the same operations as score_batch) and keep its top k: the
+    # work is proportional to the items scored, not to the catalogue.
+    found_values: list[torch.Tensor] = []
+    found_ids: list[torch.Tensor] = []
+    found_rows: list[torch.Tensor] = []
+    for piece_rows, piece_start, piece_end, raw in pieces:
+        if piece_rows is None:  # every row of the batch
+            raw.div_(row_max.unsqueeze(1))
+            own = own_positions < piece_end if piece_start == 0 else None
+            local_rows = rows
+        else:
+            raw.div_(row_max[piece_rows].unsqueeze(1))
+            local = torch.full((size,), -1, dtype=torch.int64)
+            local[piece_rows] = torch.arange(piece_rows.numel())
+            own = None
+            local_rows = local[rows]
+        if beta:
+            raw.add_(prior_ordered[piece_start:piece_end], alpha=beta)
+        if own is None:
+            own = (own_positions >= piece_start) & (own_positions < piece_end)
+            own &= local_rows >= 0
+        raw.index_put_(
+            (local_rows[own], own_positions[own] - piece_start), repeat[own], accumulate=True
+        )
+        if any_banned:
+            hit = (ban_positions >= piece_start) & (ban_positions < piece_end)
+            ban_local = ban_rows if piece_rows is None else local[ban_rows]
+            hit &= ban_local >= 0
+            raw[ban_local[hit], ban_positions[hit] - piece_start] = -math.inf
+        values, picked = top_k_rows(raw, min(k, raw.shape[1]))
+        found_values.append(values)
+        found_ids.append(order.order[picked + piece_start])
+        found_rows.append(
+            (torch.arange(size) if piece_rows is None else piece_rows)
+            .unsqueeze(1)
+            .expand_as(picked)
+        )
+    # The user's own items beyond their prefix: scored one by one.
+    outside = own_positions >= prefix[rows]
+    if any_banned:
+        own_banned = np.isin(
+            batch.rows * num_items + batch.items, banned_rows * num_items + banned_items
+        )
+        outside &= torch.from_numpy(~own_banned)
+    out_rows, out_items = rows[outside], items[outside]
+    if out_rows.numel():
+        own_scores = (query[out_rows] * item_item.right[out_items]).sum(dim=1)
+        own_scores = own_scores / row_max[out_rows] + beta * popularity[out_items]
+        found_values.append((own_scores + repeat[outside]).unsqueeze(1))
+        found_ids.append(out_items.unsqueeze(1))
+        found_rows.append(out_rows.unsqueeze(1))
+    if len(found_values) == 1 and found_values[0].shape[0] == size:
+        # Every row settled in the first chunk and no own item lies beyond it.
+        return found_values[0], found_ids[0], unfinished
+    # Merge: every row's candidates side by side, then one top-k.
+    all_rows = torch.cat([r.reshape(-1) for r in found_rows])
+    all_values = torch.cat([v.reshape(-1) for v in found_values])
+    all_ids = torch.cat([i.reshape(-1) for i in found_ids])
+    counts = torch.bincount(all_rows, minlength=size)
+    width = max(int(counts.max()), k)
+    order_rows = torch.argsort(all_rows, stable=True)
+    all_rows, all_values, all_ids = (
+        all_rows[order_rows],
+        all_values[order_rows],
+        all_ids[order_rows],
+    )
+    columns = torch.arange(all_rows.numel()) - torch.searchsorted(all_rows, all_rows)
+    merged = torch.full((size, width), -math.inf)
+    merged_ids = torch.zeros((size, width), dtype=torch.int64)
+    merged[all_rows, columns] = all_values
+    merged_ids[all_rows, columns] = all_ids
+    values, picked = torch.topk(merged, k, dim=1)
+    return values, merged_ids.gather(1, picked), unfinished
+
+
+def top_k_rows(
+    scores: torch.Tensor, k: int, block: int = SCORE_BLOCK
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact row-wise top-``k`` (values, indices) of a 2-D ``scores`` matrix, faster than
     ``torch.topk`` over a wide catalogue.
 
