@@ -29,7 +29,8 @@ from simulator.behaviour import (
     World,
     plan_wave,
 )
-from simulator.network import DeviceLink, NetworkModel, RadioType
+from simulator.behaviour.batch import KINDS, SessionSampler, draw_shoppers
+from simulator.network import Cause, DeviceLink, NetworkModel, RadioType
 from simulator.platform import Calibration, Station, build_stations
 from simulator.scenario import Scenario
 
@@ -67,6 +68,36 @@ class DeliveryLog:
     reasons: Counter[str] = field(default_factory=Counter)
     #: Per window: (on time, late, failed).
     per_window: dict[int, list[int]] = field(default_factory=dict)
+
+
+#: Shoppers whose sessions are drawn together (one numpy pass per step of the block).
+SESSION_BLOCK = 4096
+
+
+@dataclass
+class _SessionPlan:
+    """A block of sessions compiled to platform calls, as plain lists (indexing a list is
+    several times cheaper than indexing a numpy array, and gives Python floats SimPy adds
+    fast). Calls ``start[j]:start[j + 1]`` are session ``j``'s, each with the wait before it
+    (think time), its target (index into ``ModelRun._targets``), items, and network delay
+    outside outages; the first handover / radio-link failure of each shopper's link decides
+    whether a call needs the full link model."""
+
+    first_index: int
+    start: list[int]
+    wait: list[float]
+    target: list[int]
+    items: list[int]
+    delay: list[float]
+    next_outage: list[float]
+    first_handover: list[float]
+    first_rlf: list[float]
+    radio: list[int]
+    arrival: list[float]
+    shown: list[int]
+    clicked: list[int]
+    orders: dict[int, OrderSpec]
+    kind_counts: Any
 
 
 @dataclass
@@ -155,8 +186,6 @@ class ModelRun:
         self.pending_orders: list[OrderSpec] = []
         self.open_orders: dict[str, OrderSpec] = {}
         self.deliveries = DeliveryLog()
-        self.rec_shown: dict[int, int] = {}
-        self.rec_clicked: dict[int, int] = {}
         self.net_failures: Counter[str] = Counter()
         self.net_calls = 0
         self.telemetry_readings = 0
@@ -171,17 +200,88 @@ class ModelRun:
         self._session_rng = self.world.rng("sessions")
         self._net_rng = self.world.rng("network")
         self._profiles = {r.value: self.network.profile(r.value) for r in RadioType}
+        self._sampler = SessionSampler(self.world.sessions, self.world.recommender)
+        self._radio_profiles = [self._profiles[name] for name in self.world.shoppers._radios]
+        # Call targets: (station, rpc, its stats) per (action kind, call number).
+        self._targets: list[tuple[Station, str, Any]] = []
+        self._target_of: dict[tuple[int, int], int] = {}
+        for kind_index, kind in enumerate(KINDS):
+            for number, (service, rpc, _) in enumerate(CALLS[kind]):
+                station = self.stations[service]
+                self._target_of[kind_index, number] = len(self._targets)
+                self._targets.append((station, rpc, station.stats[rpc]))
+        self._calls_per_kind = np.asarray([len(CALLS[kind]) for kind in KINDS], dtype=np.int64)
+        self._windows = math.ceil(self.end_s / self.window_s)
+        self._rec_shown = [0] * (self._windows + 1)
+        self._rec_clicked = [0] * (self._windows + 1)
+        self._plan: _SessionPlan | None = None
 
     # -- processes -----------------------------------------------------------------------------
 
     def _arrivals(self) -> Generator[simpy.Event, Any, None]:
         times = self.world.arrivals.times(self.world.rng("arrivals"), 0.0, self.arrivals_end_s)
         env = self.env
+        timeout = env.timeout
+        process = env.process
+        session = self._session
         previous = 0.0
-        for index, t in enumerate(times.tolist()):
-            yield env.timeout(t - previous)
-            previous = t
-            env.process(self._session(index))
+        for first in range(0, times.size, SESSION_BLOCK):
+            block = times[first : first + SESSION_BLOCK]
+            plan = self._plan_sessions(first, block)
+            self._plan = plan
+            for j, t in enumerate(plan.arrival):
+                yield timeout(t - previous)
+                previous = t
+                process(session(plan, j))
+            self.actions.update(plan.kind_counts())
+            self._plan = None
+
+    def _plan_sessions(self, first: int, arrivals: np.ndarray) -> _SessionPlan:
+        """Shoppers, their sessions and their calls' network delays for a block of arrivals."""
+        rng = self._session_rng
+        shoppers = draw_shoppers(self.world.shoppers, rng, first, int(arrivals.size))
+        sessions = self._sampler.draw(rng, shoppers)
+        # Each action's calls: an action of kind k makes CALLS[k] calls, in order; the first
+        # waits the think time, the others follow at once. LEAVE makes none and ends it.
+        per_action = self._calls_per_kind[sessions.kind]
+        action = np.repeat(np.arange(sessions.kind.size), per_action)
+        action_start = np.cumsum(per_action) - per_action
+        number = np.arange(action.size) - action_start[action]
+        kind = sessions.kind[action]
+        lookup = np.full((len(KINDS), 2), -1, dtype=np.int64)
+        for (k, n), target in self._target_of.items():
+            lookup[k, n] = target
+        session_of_action = np.repeat(np.arange(shoppers.n), np.diff(sessions.start))
+        session = session_of_action[action]
+        items = np.where(
+            kind == KINDS.index(ActionKind.CHECKOUT),
+            np.where(number == 0, sessions.cart_lines[session], 1),
+            1,
+        )
+        start = np.zeros(shoppers.n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(session, minlength=shoppers.n), out=start[1:])
+        net_rng = self._net_rng
+        delay = self.network.exchange_delays(net_rng, self._radio_profiles, shoppers.radio[session])
+        handover, rlf = self.network.first_outages(
+            net_rng, self._radio_profiles, shoppers.radio, arrivals, moving=False
+        )
+        return _SessionPlan(
+            first_index=first,
+            start=start.tolist(),
+            wait=np.where(number == 0, sessions.think[action], 0.0).tolist(),
+            target=lookup[kind, number].tolist(),
+            items=items.tolist(),
+            delay=delay.tolist(),
+            next_outage=np.minimum(handover, rlf).tolist(),
+            first_handover=handover.tolist(),
+            first_rlf=rlf.tolist(),
+            radio=shoppers.radio.tolist(),
+            arrival=arrivals.tolist(),
+            shown=sessions.shown.tolist(),
+            clicked=sessions.clicked.tolist(),
+            orders=self._sampler.orders(shoppers, sessions, arrivals),
+            kind_counts=sessions.kind_counts,
+        )
 
     def _call(
         self, link: DeviceLink, service: str, rpc: str, items: int, extra_delay: float
@@ -203,47 +303,61 @@ class ModelRun:
         station.record(rpc, env.now + half, transfer.delay_s + in_service, 0.0)
         return True, half
 
-    def _session(self, index: int) -> Generator[simpy.Event, Any, None]:
+    def _session(self, plan: _SessionPlan, j: int) -> Generator[simpy.Event, Any, None]:
+        """Shopper ``j`` of ``plan``: each call waits its think time (plus the last answer's
+        downlink) and its uplink, queues at its service, is served; the session ends after
+        its last call, placing its order if it checked out."""
         env = self.env
-        rng = self._session_rng
-        world = self.world
-        shopper = world.new_shopper(rng, index)
         self.shoppers += 1
-        link = DeviceLink(
-            self._profiles[shopper.radio],
-            self._net_rng,
-            moving=False,
-            now_s=env.now,
-            config=self.network.config,
-        )
-        state = world.sessions.start(shopper, f"s{index}", env.now)
+        start, stop = plan.start[j], plan.start[j + 1]
+        self.net_calls += stop - start
+        waits, delays, targets, items = plan.wait, plan.delay, plan.target, plan.items
+        deadline = self.deadline_s
+        next_outage = plan.next_outage[j]
+        link: DeviceLink | None = None
         carry = 0.0
-        actions = self.actions
-        while True:
-            action = world.sessions.next_action(rng, state)
-            kind = action.kind
-            actions[kind.value] += 1
-            if kind is ActionKind.LEAVE:
-                break
-            wait = action.think_s + carry
-            carry = 0.0
-            for service, rpc, items in CALLS[kind]:
-                count = items if items is not None else len(action.cart)
-                _, carry = yield from self._call(link, service, rpc, count, wait)
-                wait = carry
+        for c in range(start, stop):
+            wait = waits[c] + carry
+            delay = delays[c]
+            station, rpc, stats = self._targets[targets[c]]
+            cause = Cause.LOSS
+            if env.now + wait >= next_outage:
+                # A handover or radio-link failure may be in progress: ask the full link model.
+                if link is None:
+                    link = DeviceLink(
+                        self._radio_profiles[plan.radio[j]],
+                        self._net_rng,
+                        moving=False,
+                        now_s=plan.arrival[j],
+                        config=self.network.config,
+                        first_handover_s=plan.first_handover[j],
+                        first_rlf_s=plan.first_rlf[j],
+                    )
+                t = env.now + wait
+                outage, outage_cause = link.outage_wait(t)
+                next_outage = link.next_outage_s if outage == 0.0 else t
+                if outage > 0.0:
+                    delay += outage
+                    cause = outage_cause
+            if delay > deadline:
+                self.net_failures[cause.value] += 1
+                stats.failed_network += 1
+                yield env.timeout(wait + deadline)
                 carry = 0.0
-            carry = wait
-            if kind is ActionKind.RECOMMEND:
-                state.observe_recommendations(world.recommender.recommend(rng, shopper, action.k))
-            elif kind is ActionKind.CHECKOUT:
-                assert action.order is not None
-                self.pending_orders.append(action.order)
-                self.open_orders[action.order.order_id] = action.order
-                self.deliveries.placed += 1
-                break
+                continue
+            half = delay * 0.5
+            yield env.timeout(wait + half)
+            in_service = yield from station.serve(rpc, items[c])
+            station.record(rpc, env.now + half, delay + in_service, 0.0)
+            carry = half
         window = int(env.now // self.window_s)
-        self.rec_shown[window] = self.rec_shown.get(window, 0) + state.recommendations_shown
-        self.rec_clicked[window] = self.rec_clicked.get(window, 0) + state.recommendations_clicked
+        self._rec_shown[window] += plan.shown[j]
+        self._rec_clicked[window] += plan.clicked[j]
+        order = plan.orders.get(j)
+        if order is not None:
+            self.pending_orders.append(order)
+            self.open_orders[order.order_id] = order
+            self.deliveries.placed += 1
 
     def _dispatcher(self) -> Generator[simpy.Event, Any, None]:
         env = self.env
@@ -443,12 +557,19 @@ class ModelRun:
         if not_done:
             reasons["not delivered before the simulation ended"] = not_done
         series["deliveries"] = [log.per_window.get(w, [0, 0, 0]) for w in range(windows)]
-        shown = sum(self.rec_shown.values())
-        clicked = sum(self.rec_clicked.values())
+        if self._plan is not None:
+            # The run ended inside a block of arrivals: count the sessions that started.
+            self.actions.update(self._plan.kind_counts(self.shoppers - self._plan.first_index))
+            self._plan = None
+        rec_shown, rec_clicked = self._rec_shown, self._rec_clicked
+        # A session ending exactly at the end of the run belongs to the last window.
+        rec_shown[windows - 1] += rec_shown[windows]
+        rec_clicked[windows - 1] += rec_clicked[windows]
+        rec_shown[windows] = rec_clicked[windows] = 0
+        shown = sum(rec_shown)
+        clicked = sum(rec_clicked)
         series["click_through"] = [
-            round(self.rec_clicked.get(w, 0) / self.rec_shown[w], 5)
-            if self.rec_shown.get(w)
-            else None
+            round(rec_clicked[w] / rec_shown[w], 5) if rec_shown[w] else None
             for w in range(windows)
         ]
         return ModelResult(
