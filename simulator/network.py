@@ -179,7 +179,7 @@ class DeviceLink:
     through each one in Python. The process is the same: start(i+1) = end(i) + gamma interval.
     """
 
-    HANDOVER_BLOCK = 256
+    HANDOVER_BLOCK = 1024
     #: RTT jitter draws per numpy call.
     JITTER_BLOCK = 256
 
@@ -208,11 +208,12 @@ class DeviceLink:
             if self._rlf_rate
             else math.inf
         )
-        # Pre-drawn handover outages not yet reached: starts and ends, oldest first, and the
-        # end of the last one drawn (the next block starts from there). A still device sees
-        # few handovers per session: small blocks.
+        # Pre-drawn handover outages: starts and ends, the first not yet reached at
+        # ``_ho_pos``, and the end of the last one drawn (the next block starts from there).
+        # A still device sees few handovers per session: small blocks.
         self._ho_starts: list[float] = []
         self._ho_ends: list[float] = []
+        self._ho_pos = 0
         self._ho_origin = now_s
         self._ho_block = self.HANDOVER_BLOCK if moving else 4
         #: The last handover outage started so far (start, end), if any.
@@ -235,7 +236,8 @@ class DeviceLink:
     @property
     def _next_ho(self) -> float:
         """Start of the next handover (``inf`` for radios without handovers)."""
-        return self._ho_starts[0] if self._ho_starts else math.inf
+        pos = self._ho_pos
+        return self._ho_starts[pos] if pos < len(self._ho_starts) else math.inf
 
     @property
     def next_outage_s(self) -> float:
@@ -248,6 +250,7 @@ class DeviceLink:
         length = float(self.rng.lognormal(p.handover_mu, p.handover_sigma)) / 1000.0
         self._ho_starts = [start]
         self._ho_ends = [start + length]
+        self._ho_pos = 0
         self._ho_origin = start + length
 
     def _refill_handovers(self) -> None:
@@ -260,21 +263,21 @@ class DeviceLink:
         steps = intervals + np.concatenate(([0.0], lengths[:-1]))
         starts = self._ho_origin + np.cumsum(steps)
         ends = starts + lengths
-        self._ho_starts.extend(starts.tolist())
-        self._ho_ends.extend(ends.tolist())
+        self._ho_starts = starts.tolist()
+        self._ho_ends = ends.tolist()
+        self._ho_pos = 0
         self._ho_origin = float(ends[-1])
 
     def _advance(self, now_s: float) -> None:
         """Roll the renewal processes forward to ``now_s``; keep the outage covering now (the
         one with the latest end among those started by now)."""
-        starts = self._ho_starts
-        while starts and starts[0] <= now_s:
-            passed = bisect.bisect_right(starts, now_s)
-            self.handovers += passed
+        while self._ho_pos < len(self._ho_starts) and self._ho_starts[self._ho_pos] <= now_s:
+            starts = self._ho_starts
+            passed = bisect.bisect_right(starts, now_s, self._ho_pos)
+            self.handovers += passed - self._ho_pos
             self._ho_last = (starts[passed - 1], self._ho_ends[passed - 1])
-            del starts[:passed]
-            del self._ho_ends[:passed]
-            if not starts and self._ho_mean:
+            self._ho_pos = passed
+            if passed == len(starts) and self._ho_mean:
                 self._refill_handovers()
         p = self.profile
         while self._next_rlf <= now_s:

@@ -331,26 +331,40 @@ class SessionSampler:
         ``make_order`` builds it (placed at the session's own clock)."""
         config = self.model.orders
         out: dict[int, OrderSpec] = {}
-        ends = sessions.start[1:] - 1
-        for j in np.flatnonzero(sessions.kind[ends] == CHECKOUT).tolist():
-            lo, hi = int(sessions.start[j]), int(sessions.start[j + 1])
-            lines = lo + np.flatnonzero(sessions.kind[lo:hi] == ADD_TO_CART)
-            items = sessions.item[lines]
-            quantities = sessions.quantity[lines]
-            placed = float(arrivals_s[j] + sessions.clock[j])
-            window_start, window_end = delivery_window(config, placed)
-            index = shoppers.first_index + j
+        n = sessions.start.size - 1
+        buyers = np.flatnonzero(sessions.kind[sessions.start[1:] - 1] == CHECKOUT)
+        if not buyers.size:
+            return out
+        # The cart lines of every buyer at once: their ADD_TO_CART actions, in session order.
+        session_of = np.repeat(np.arange(n), np.diff(sessions.start))
+        is_buyer = np.zeros(n, dtype=bool)
+        is_buyer[buyers] = True
+        lines = np.flatnonzero((sessions.kind == ADD_TO_CART) & is_buyer[session_of])
+        owner = session_of[lines]
+        items = sessions.item[lines]
+        quantities = sessions.quantity[lines]
+        demand = np.bincount(owner, weights=quantities, minlength=n)[buyers]
+        value = np.bincount(owner, weights=self.item_price[items] * quantities, minlength=n)
+        counts = np.bincount(owner, minlength=n)[buyers].tolist()
+        ids = [self.item_ids[i] for i in items.tolist()]
+        placed = (arrivals_s[buyers] + sessions.clock[buyers]).tolist()
+        x, y = shoppers.x[buyers].tolist(), shoppers.y[buyers].tolist()
+        cold = sessions.cold_chain[buyers].tolist()
+        offset = 0
+        for b, j in enumerate(buyers.tolist()):
+            window_start, window_end = delivery_window(config, placed[b])
             out[j] = OrderSpec(
-                order_id=f"s{index}-o",
+                order_id=f"s{shoppers.first_index + j}-o",
                 shopper_id=shoppers.shopper_id(j),
-                location=Point(float(shoppers.x[j]), float(shoppers.y[j])),
-                demand=max(1, int(quantities.sum())),
-                value_minor=int((self.item_price[items] * quantities).sum()),
-                item_ids=tuple(self.item_ids[i] for i in items.tolist()),
-                placed_at_s=placed,
+                location=Point(x[b], y[b]),
+                demand=max(1, round(demand[b])),
+                value_minor=round(value[j]),
+                item_ids=tuple(ids[offset : offset + counts[b]]),
+                placed_at_s=placed[b],
                 window_start_s=window_start,
                 window_end_s=window_end,
                 service_time_s=config.service_time_s,
-                cold_chain=bool(sessions.cold_chain[j]),
+                cold_chain=cold[b],
             )
+            offset += counts[b]
         return out
