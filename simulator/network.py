@@ -258,7 +258,13 @@ class DeviceLink:
         p = self.profile
         n = self._ho_block
         shape = p.handover_shape
-        intervals = self.rng.gamma(shape, self._ho_mean / shape, n)
+        if shape == int(shape) and 1 <= shape <= 4:
+            # Gamma of integer shape is a sum of exponentials: the same distribution, several
+            # times cheaper to draw (a van draws ~600 handovers per hour of its day).
+            unit = self.rng.standard_exponential((int(shape), n)).sum(axis=0)
+            intervals = unit * (self._ho_mean / shape)
+        else:
+            intervals = self.rng.gamma(shape, self._ho_mean / shape, n)
         lengths = self.rng.lognormal(p.handover_mu, p.handover_sigma, n) / 1000.0
         steps = intervals + np.concatenate(([0.0], lengths[:-1]))
         starts = self._ho_origin + np.cumsum(steps)
@@ -314,7 +320,11 @@ class DeviceLink:
         total exceeds ``deadline_s`` the exchange is dropped, with the cause."""
         if not self.config.enabled:
             return Transfer(0.0, False, Cause.NONE)
-        if self.outage is not None or now_s >= self._next_rlf or now_s >= self._next_ho:
+        if (
+            self.outage is not None
+            or now_s >= self._next_rlf
+            or (self._ho_pos < len(self._ho_starts) and now_s >= self._ho_starts[self._ho_pos])
+        ):
             self._advance(now_s)
         delay = 0.0
         cause = Cause.NONE

@@ -120,6 +120,9 @@ class SessionSampler:
     the first step, leaving forced from ``max_steps``, support capped), and leaving with a cart
     checks out with ``checkout_probability``."""
 
+    #: Buckets of the guide tables that find items by popularity quantile.
+    GUIDE_BUCKETS = 1024
+
     def __init__(self, sessions: ShopperSessionModel, recommender: SimulatedRecommender) -> None:
         self.model = sessions
         self.recommender = recommender
@@ -141,6 +144,12 @@ class SessionSampler:
         self._keys = np.asarray(keys)
         self._order = np.asarray(order, dtype=np.int64)
         self._last = np.asarray(ends, dtype=np.int64) - 1
+        # A guide table (Chen's method) per category: bucket b of GUIDE_BUCKETS holds the
+        # first position above c + b / buckets, so a draw starts next to its answer and steps
+        # forward at most a few times (a binary search over all keys costs far more).
+        buckets = self.GUIDE_BUCKETS
+        grid = np.arange(self.n_categories)[:, None] + np.arange(buckets)[None, :] / buckets
+        self._guide = np.searchsorted(self._keys, grid, side="right")
         self._category_cdf = np.asarray(recommender._category_cdf)
         cfg = sessions.config
         self._choice_cdf = np.asarray(sessions._choice_cdf)
@@ -157,9 +166,22 @@ class SessionSampler:
     # -- pieces ---------------------------------------------------------------------------------
 
     def _items(self, categories: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Catalogue index of the item at quantile ``u`` of each category's popularity."""
-        position = np.searchsorted(self._keys, categories + u, side="right")
-        return self._order[np.minimum(position, self._last[categories])]
+        """Catalogue index of the item at quantile ``u`` of each category's popularity (the
+        first position whose key is above ``c + u``, as a binary search would find)."""
+        shape = categories.shape
+        categories, u = categories.ravel(), u.ravel()
+        target = categories + u
+        last = self._last[categories]
+        position = self._guide[categories, (u * self.GUIDE_BUCKETS).astype(np.int64)]
+        np.minimum(position, last, out=position)
+        behind = np.flatnonzero((self._keys[position] <= target) & (position < last))
+        while behind.size:
+            position[behind] += 1
+            still = (self._keys[position[behind]] <= target[behind]) & (
+                position[behind] < last[behind]
+            )
+            behind = behind[still]
+        return self._order[position].reshape(shape)
 
     def _taste_categories(self, cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Category at quantile ``u`` of each row of cumulative tastes."""

@@ -288,7 +288,7 @@ class VehicleModel:
             if state.leg_target is None:
                 if state.route:
                     self._start_leg(rng, state, state.route[0].location, now)
-                elif state.position != DEPOT:
+                elif state.position.x != DEPOT.x or state.position.y != DEPOT.y:
                     self._start_leg(rng, state, DEPOT, now)
                 else:
                     self._box(state, dt, door_open=False)
