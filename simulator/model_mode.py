@@ -5,6 +5,11 @@ Processes: an arrival process (non-homogeneous Poisson) starts one session proce
 a dispatcher plans waves of orders onto idle vans; one process per van drives, delivers and
 sends telemetry batches. Every call goes through the shopper's or van's radio link, then the
 service's queue.
+
+Speed: the arrival process draws shoppers and their whole sessions for blocks of arrivals at
+once with numpy (``simulator.behaviour.batch``; nothing a shopper decides depends on the
+platform's answers in model mode) and compiles them to call lists, so a session process only
+waits, queues and records. docs/simulator.md ("Validation and performance") has the profiles.
 """
 
 from __future__ import annotations
@@ -98,7 +103,7 @@ class _SessionPlan:
     shown: list[int]
     clicked: list[int]
     orders: dict[int, OrderSpec]
-    kind_counts: Any
+    kind_counts: Callable[..., dict[ActionKind, int]]
 
 
 @dataclass
