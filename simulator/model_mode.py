@@ -5,10 +5,16 @@ Processes: an arrival process (non-homogeneous Poisson) starts one session proce
 a dispatcher plans waves of orders onto idle vans; one process per van drives, delivers and
 sends telemetry batches. Every call goes through the shopper's or van's radio link, then the
 service's queue.
+
+Speed: the arrival process draws shoppers and their whole sessions for blocks of arrivals at
+once with numpy (``simulator.behaviour.batch``; nothing a shopper decides depends on the
+platform's answers in model mode) and compiles them to call lists, so a session process only
+waits, queues and records. docs/simulator.md ("Validation and performance") has the profiles.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import Counter
@@ -29,7 +35,8 @@ from simulator.behaviour import (
     World,
     plan_wave,
 )
-from simulator.network import DeviceLink, NetworkModel, RadioType
+from simulator.behaviour.batch import KINDS, SessionSampler, draw_shoppers
+from simulator.network import Cause, DeviceLink, NetworkModel, RadioType
 from simulator.platform import Calibration, Station, build_stations
 from simulator.scenario import Scenario
 
@@ -69,6 +76,36 @@ class DeliveryLog:
     per_window: dict[int, list[int]] = field(default_factory=dict)
 
 
+#: Shoppers whose sessions are drawn together (one numpy pass per step of the block).
+SESSION_BLOCK = 16384
+
+
+@dataclass
+class _SessionPlan:
+    """A block of sessions compiled to platform calls, as plain lists (indexing a list is
+    several times cheaper than indexing a numpy array, and gives Python floats SimPy adds
+    fast). Calls ``start[j]:start[j + 1]`` are session ``j``'s, each with the wait before it
+    (think time), its target (index into ``ModelRun._targets``), items, and network delay
+    outside outages; the first handover / radio-link failure of each shopper's link decides
+    whether a call needs the full link model."""
+
+    first_index: int
+    start: list[int]
+    wait: list[float]
+    target: list[int]
+    items: list[int]
+    delay: list[float]
+    next_outage: list[float]
+    first_handover: list[float]
+    first_rlf: list[float]
+    radio: list[int]
+    arrival: list[float]
+    shown: list[int]
+    clicked: list[int]
+    orders: dict[int, OrderSpec]
+    kind_counts: Callable[..., dict[ActionKind, int]]
+
+
 @dataclass
 class ModelResult:
     """Everything a model-mode run measured, ready for the summary, JSON and the report."""
@@ -90,6 +127,9 @@ class ModelResult:
     network: dict[str, Any]
     telemetry: dict[str, int]
     cold_chain: dict[str, float]
+    #: CPU seconds of the run (on a shared machine a fairer clock than ``wall_s``; not part of
+    #: ``as_dict``, whose keys other tools read).
+    cpu_s: float = 0.0
 
     @property
     def events_per_s(self) -> float:
@@ -155,8 +195,6 @@ class ModelRun:
         self.pending_orders: list[OrderSpec] = []
         self.open_orders: dict[str, OrderSpec] = {}
         self.deliveries = DeliveryLog()
-        self.rec_shown: dict[int, int] = {}
-        self.rec_clicked: dict[int, int] = {}
         self.net_failures: Counter[str] = Counter()
         self.net_calls = 0
         self.telemetry_readings = 0
@@ -171,17 +209,91 @@ class ModelRun:
         self._session_rng = self.world.rng("sessions")
         self._net_rng = self.world.rng("network")
         self._profiles = {r.value: self.network.profile(r.value) for r in RadioType}
+        self._sampler = SessionSampler(self.world.sessions, self.world.recommender)
+        self._radio_profiles = [self._profiles[name] for name in self.world.shoppers._radios]
+        # Call targets: (station, rpc, its stats) per (action kind, call number).
+        self._targets: list[tuple[Station, str, Any]] = []
+        self._target_of: dict[tuple[int, int], int] = {}
+        for kind_index, kind in enumerate(KINDS):
+            for number, (service, rpc, _) in enumerate(CALLS[kind]):
+                station = self.stations[service]
+                self._target_of[kind_index, number] = len(self._targets)
+                self._targets.append((station, rpc, station.stats[rpc]))
+        self._calls_per_kind = np.asarray([len(CALLS[kind]) for kind in KINDS], dtype=np.int64)
+        self._windows = math.ceil(self.end_s / self.window_s)
+        self._rec_shown = [0] * (self._windows + 1)
+        self._rec_clicked = [0] * (self._windows + 1)
+        self._plan: _SessionPlan | None = None
+        self._ingest = self.stations["telemetry"]
+        #: Orders placed whose window is not yet within the dispatch horizon, by window start.
+        self._not_due: list[tuple[float, int, OrderSpec]] = []
 
     # -- processes -----------------------------------------------------------------------------
 
     def _arrivals(self) -> Generator[simpy.Event, Any, None]:
         times = self.world.arrivals.times(self.world.rng("arrivals"), 0.0, self.arrivals_end_s)
         env = self.env
+        timeout = env.timeout
+        process = env.process
+        session = self._session
         previous = 0.0
-        for index, t in enumerate(times.tolist()):
-            yield env.timeout(t - previous)
-            previous = t
-            env.process(self._session(index))
+        for first in range(0, times.size, SESSION_BLOCK):
+            block = times[first : first + SESSION_BLOCK]
+            plan = self._plan_sessions(first, block)
+            self._plan = plan
+            for j, t in enumerate(plan.arrival):
+                yield timeout(t - previous)
+                previous = t
+                process(session(plan, j))
+            self.actions.update(plan.kind_counts())
+            self._plan = None
+
+    def _plan_sessions(self, first: int, arrivals: np.ndarray) -> _SessionPlan:
+        """Shoppers, their sessions and their calls' network delays for a block of arrivals."""
+        rng = self._session_rng
+        shoppers = draw_shoppers(self.world.shoppers, rng, first, int(arrivals.size))
+        sessions = self._sampler.draw(rng, shoppers)
+        # Each action's calls: an action of kind k makes CALLS[k] calls, in order; the first
+        # waits the think time, the others follow at once. LEAVE makes none and ends it.
+        per_action = self._calls_per_kind[sessions.kind]
+        action = np.repeat(np.arange(sessions.kind.size), per_action)
+        action_start = np.cumsum(per_action) - per_action
+        number = np.arange(action.size) - action_start[action]
+        kind = sessions.kind[action]
+        lookup = np.full((len(KINDS), 2), -1, dtype=np.int64)
+        for (k, n), target in self._target_of.items():
+            lookup[k, n] = target
+        session_of_action = np.repeat(np.arange(shoppers.n), np.diff(sessions.start))
+        session = session_of_action[action]
+        items = np.where(
+            kind == KINDS.index(ActionKind.CHECKOUT),
+            np.where(number == 0, sessions.cart_lines[session], 1),
+            1,
+        )
+        start = np.zeros(shoppers.n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(session, minlength=shoppers.n), out=start[1:])
+        net_rng = self._net_rng
+        delay = self.network.exchange_delays(net_rng, self._radio_profiles, shoppers.radio[session])
+        handover, rlf = self.network.first_outages(
+            net_rng, self._radio_profiles, shoppers.radio, arrivals, moving=False
+        )
+        return _SessionPlan(
+            first_index=first,
+            start=start.tolist(),
+            wait=np.where(number == 0, sessions.think[action], 0.0).tolist(),
+            target=lookup[kind, number].tolist(),
+            items=items.tolist(),
+            delay=delay.tolist(),
+            next_outage=np.minimum(handover, rlf).tolist(),
+            first_handover=handover.tolist(),
+            first_rlf=rlf.tolist(),
+            radio=shoppers.radio.tolist(),
+            arrival=arrivals.tolist(),
+            shown=sessions.shown.tolist(),
+            clicked=sessions.clicked.tolist(),
+            orders=self._sampler.orders(shoppers, sessions, arrivals),
+            kind_counts=sessions.kind_counts,
+        )
 
     def _call(
         self, link: DeviceLink, service: str, rpc: str, items: int, extra_delay: float
@@ -203,55 +315,77 @@ class ModelRun:
         station.record(rpc, env.now + half, transfer.delay_s + in_service, 0.0)
         return True, half
 
-    def _session(self, index: int) -> Generator[simpy.Event, Any, None]:
+    def _session(self, plan: _SessionPlan, j: int) -> Generator[simpy.Event, Any, None]:
+        """Shopper ``j`` of ``plan``: each call waits its think time (plus the last answer's
+        downlink) and its uplink, queues at its service, is served; the session ends after
+        its last call, placing its order if it checked out."""
         env = self.env
-        rng = self._session_rng
-        world = self.world
-        shopper = world.new_shopper(rng, index)
         self.shoppers += 1
-        link = DeviceLink(
-            self._profiles[shopper.radio],
-            self._net_rng,
-            moving=False,
-            now_s=env.now,
-            config=self.network.config,
-        )
-        state = world.sessions.start(shopper, f"s{index}", env.now)
+        start, stop = plan.start[j], plan.start[j + 1]
+        self.net_calls += stop - start
+        waits, delays, targets, items = plan.wait, plan.delay, plan.target, plan.items
+        deadline = self.deadline_s
+        next_outage = plan.next_outage[j]
+        timeout = env.timeout
+        table = self._targets
+        link: DeviceLink | None = None
         carry = 0.0
-        actions = self.actions
-        while True:
-            action = world.sessions.next_action(rng, state)
-            kind = action.kind
-            actions[kind.value] += 1
-            if kind is ActionKind.LEAVE:
-                break
-            wait = action.think_s + carry
-            carry = 0.0
-            for service, rpc, items in CALLS[kind]:
-                count = items if items is not None else len(action.cart)
-                _, carry = yield from self._call(link, service, rpc, count, wait)
-                wait = carry
+        for c in range(start, stop):
+            wait = waits[c] + carry
+            delay = delays[c]
+            station, rpc, stats = table[targets[c]]
+            cause = Cause.LOSS
+            if env.now + wait >= next_outage:
+                # A handover or radio-link failure may be in progress: ask the full link model.
+                if link is None:
+                    link = DeviceLink(
+                        self._radio_profiles[plan.radio[j]],
+                        self._net_rng,
+                        moving=False,
+                        now_s=plan.arrival[j],
+                        config=self.network.config,
+                        first_handover_s=plan.first_handover[j],
+                        first_rlf_s=plan.first_rlf[j],
+                    )
+                t = env.now + wait
+                outage, outage_cause = link.outage_wait(t)
+                next_outage = link.next_outage_s if outage == 0.0 else t
+                if outage > 0.0:
+                    delay += outage
+                    cause = outage_cause
+            if delay > deadline:
+                self.net_failures[cause.value] += 1
+                stats.failed_network += 1
+                yield timeout(wait + deadline)
                 carry = 0.0
-            carry = wait
-            if kind is ActionKind.RECOMMEND:
-                state.observe_recommendations(world.recommender.recommend(rng, shopper, action.k))
-            elif kind is ActionKind.CHECKOUT:
-                assert action.order is not None
-                self.pending_orders.append(action.order)
-                self.open_orders[action.order.order_id] = action.order
-                self.deliveries.placed += 1
-                break
+                continue
+            half = delay * 0.5
+            yield timeout(wait + half)
+            in_service = yield from station.serve(rpc, items[c])
+            station.record(rpc, env.now + half, delay + in_service, 0.0)
+            carry = half
         window = int(env.now // self.window_s)
-        self.rec_shown[window] = self.rec_shown.get(window, 0) + state.recommendations_shown
-        self.rec_clicked[window] = self.rec_clicked.get(window, 0) + state.recommendations_clicked
+        self._rec_shown[window] += plan.shown[j]
+        self._rec_clicked[window] += plan.clicked[j]
+        order = plan.orders.get(j)
+        if order is not None:
+            self.deliveries.placed += 1
+            # Placement number breaks ties: orders themselves do not compare.
+            heapq.heappush(self._not_due, (order.window_start_s, self.deliveries.placed, order))
+            self.open_orders[order.order_id] = order
 
     def _dispatcher(self) -> Generator[simpy.Event, Any, None]:
         env = self.env
         interval = self.scenario.model.dispatch_interval_min * 60.0
         horizon = self.scenario.model.dispatch_horizon_min * 60.0
         capacity = self.scenario.fleet.capacity
+        not_due = self._not_due
         while env.now < self.end_s:
-            due = [o for o in self.pending_orders if o.window_start_s <= env.now + horizon]
+            # Orders come due in order of window start: move them from the heap to the
+            # waiting list instead of scanning every order placed at every wave.
+            while not_due and not_due[0][0] <= env.now + horizon:
+                self.pending_orders.append(heapq.heappop(not_due)[2])
+            due = self.pending_orders
             if due:
                 plans = plan_wave(
                     due,
@@ -290,13 +424,15 @@ class ModelRun:
         # they would send in bursts of the whole fleet).
         phase = float(rng.uniform(0.0, period))
         yield env.timeout(phase)
-        carried, _ = self.world.vehicles.advance_counting(rng, van, phase)
+        advance = self.world.vehicles.advance_counting
+        cold_chain = van.spec.cold_chain
+        carried, _ = advance(rng, van, phase)
         while env.now < self.end_s:
             yield env.timeout(period)
-            readings, results = self.world.vehicles.advance_counting(rng, van, period)
+            readings, results = advance(rng, van, period)
             readings += carried
             carried = 0
-            if van.spec.cold_chain:
+            if cold_chain:
                 temperature = van.box_temperature_c
                 self.cold_max_c = max(self.cold_max_c, temperature)
                 if temperature > self.cold_limit_c:
@@ -313,14 +449,26 @@ class ModelRun:
     def _telemetry(
         self, link: DeviceLink, readings: int, resent: int
     ) -> Generator[simpy.Event, Any, None]:
+        # The first attempt inlines ``_call`` (one generator less per batch: vans send a lot).
+        env = self.env
         self.telemetry_batches += 1
         self.telemetry_resent += resent
-        ok, _ = yield from self._call(link, "telemetry", "Ingest", readings, 0.0)
-        if not ok:
-            # The van keeps the batch and resends it with its next one.
-            self.telemetry_resent += readings
-            self.telemetry_batches += 1
-            yield from self._call(link, "telemetry", "Ingest", readings, 1.0)
+        self.net_calls += 1
+        transfer = link.transfer(env.now, self.deadline_s)
+        station = self._ingest
+        if not transfer.dropped:
+            half = transfer.delay_s * 0.5
+            yield env.timeout(half)
+            in_service = yield from station.serve("Ingest", readings)
+            station.record("Ingest", env.now + half, transfer.delay_s + in_service, 0.0)
+            return
+        self.net_failures[transfer.cause.value] += 1
+        station.stats["Ingest"].failed_network += 1
+        yield env.timeout(transfer.delay_s)
+        # The van keeps the batch and resends it with its next one.
+        self.telemetry_resent += readings
+        self.telemetry_batches += 1
+        yield from self._call(link, "telemetry", "Ingest", readings, 1.0)
 
     def _report_stop(self, link: DeviceLink) -> Generator[simpy.Event, Any, None]:
         for attempt in range(5):
@@ -355,6 +503,7 @@ class ModelRun:
         for van in self.vans:
             env.process(self._van(van))
         started = time.perf_counter()
+        cpu_started = time.process_time()
         step = max(self.window_s, 60.0)
         t = 0.0
         while t < self.end_s:
@@ -363,7 +512,9 @@ class ModelRun:
             if progress is not None:
                 progress(step)
         wall = time.perf_counter() - started
-        return self._result(wall)
+        result = self._result(wall)
+        result.cpu_s = time.process_time() - cpu_started
+        return result
 
     def _result(self, wall: float) -> ModelResult:
         windows = math.ceil(self.end_s / self.window_s)
@@ -443,12 +594,19 @@ class ModelRun:
         if not_done:
             reasons["not delivered before the simulation ended"] = not_done
         series["deliveries"] = [log.per_window.get(w, [0, 0, 0]) for w in range(windows)]
-        shown = sum(self.rec_shown.values())
-        clicked = sum(self.rec_clicked.values())
+        if self._plan is not None:
+            # The run ended inside a block of arrivals: count the sessions that started.
+            self.actions.update(self._plan.kind_counts(self.shoppers - self._plan.first_index))
+            self._plan = None
+        rec_shown, rec_clicked = self._rec_shown, self._rec_clicked
+        # A session ending exactly at the end of the run belongs to the last window.
+        rec_shown[windows - 1] += rec_shown[windows]
+        rec_clicked[windows - 1] += rec_clicked[windows]
+        rec_shown[windows] = rec_clicked[windows] = 0
+        shown = sum(rec_shown)
+        clicked = sum(rec_clicked)
         series["click_through"] = [
-            round(self.rec_clicked.get(w, 0) / self.rec_shown[w], 5)
-            if self.rec_shown.get(w)
-            else None
+            round(rec_clicked[w] / rec_shown[w], 5) if rec_shown[w] else None
             for w in range(windows)
         ]
         return ModelResult(
@@ -506,6 +664,14 @@ _EMPTY = _Empty()
 def bare_simpy_rate(events: int = 1_000_000, processes: int = 1000, seed: int = 0) -> float:
     """Events per second of a bare SimPy loop (processes that only wait on timeouts): the
     baseline model mode's event rate is reported beside."""
+    return bare_simpy_rates(events, processes, seed)[0]
+
+
+def bare_simpy_rates(
+    events: int = 1_000_000, processes: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """``bare_simpy_rate`` per wall-clock second and per CPU second (the same loop, timed by
+    both clocks)."""
     env = simpy.Environment()
     rng = np.random.default_rng(seed)
     per_process = max(1, events // processes)
@@ -517,6 +683,9 @@ def bare_simpy_rate(events: int = 1_000_000, processes: int = 1000, seed: int = 
     for _ in range(processes):
         env.process(loop(rng.exponential(1.0, per_process).tolist()))
     started = time.perf_counter()
+    cpu_started = time.process_time()
     env.run()
     wall = time.perf_counter() - started
-    return scheduled_events(env) / wall
+    cpu = time.process_time() - cpu_started
+    events_done = scheduled_events(env)
+    return events_done / wall, events_done / max(cpu, 1e-9)

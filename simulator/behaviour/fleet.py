@@ -201,11 +201,14 @@ class VehicleModel:
         """Append stops to a van's route (the dispatcher's decision)."""
         state.route.extend(orders)
 
-    def _start_leg(self, rng: np.random.Generator, state: VehicleState, target: Point) -> None:
+    def _start_leg(
+        self, rng: np.random.Generator, state: VehicleState, target: Point, now: float
+    ) -> None:
         corner = Point(target.x, state.position.y)
         state.leg_target = target
         state.leg_waypoints = [corner, target]
-        state.leg_speed_mps = self.config.road.leg_speed(rng, state.time_s)
+        # Traffic of the hour the leg starts in.
+        state.leg_speed_mps = self.config.road.leg_speed(rng, now)
 
     def advance(
         self, rng: np.random.Generator, state: VehicleState, dt_s: float
@@ -235,6 +238,17 @@ class VehicleModel:
         results: list[StopResult] = []
         end = state.time_s + dt_s
         interval = self.config.telemetry_interval_s
+        if readings is None:
+            # Only counting: move in one go (the motion and the box are the same whether or
+            # not the time is cut at each reading) and count the reading times passed.
+            if end > state.time_s + 1e-9:
+                self._move(rng, state, end - state.time_s, results)
+                state.time_s = end
+            if end >= state.next_reading_s - 1e-9:
+                count = int((end - state.next_reading_s + 1e-9) // interval) + 1
+                state.sequence += count
+                state.next_reading_s += count * interval
+            return results
         while state.time_s < end - 1e-9:
             step_end = min(end, state.next_reading_s)
             self._move(rng, state, step_end - state.time_s, results)
@@ -273,9 +287,9 @@ class VehicleModel:
                 continue
             if state.leg_target is None:
                 if state.route:
-                    self._start_leg(rng, state, state.route[0].location)
-                elif state.position != DEPOT:
-                    self._start_leg(rng, state, DEPOT)
+                    self._start_leg(rng, state, state.route[0].location, now)
+                elif state.position.x != DEPOT.x or state.position.y != DEPOT.y:
+                    self._start_leg(rng, state, DEPOT, now)
                 else:
                     self._box(state, dt, door_open=False)
                     return

@@ -21,6 +21,7 @@ from simulator.behaviour import (
     make_order,
     plan_wave,
 )
+from simulator.behaviour.batch import SessionBlock, SessionSampler, ShopperBlock, draw_shoppers
 
 
 def test_arrivals_follow_the_daily_curve() -> None:
@@ -163,3 +164,85 @@ def test_buffered_generator_draws_numpys_distributions() -> None:
     assert isinstance(rng.random(), float) and rng.random(3).shape == (3,)
     same = BufferedGenerator(7)
     assert [same.lognormal(1.0, 0.5) for _ in range(5)] == list(lognormal[:5])
+
+
+def block_sessions(world: World, n: int, seed: int) -> tuple[SessionBlock, ShopperBlock]:
+    rng = np.random.default_rng(seed)
+    shoppers = draw_shoppers(world.shoppers, rng, 0, n)
+    return SessionSampler(world.sessions, world.recommender).draw(rng, shoppers), shoppers
+
+
+def test_block_sessions_have_the_one_at_a_time_models_statistics() -> None:
+    # Model mode draws whole sessions per block with numpy; the live driver and Locust draw
+    # one action at a time. Same chain, same probabilities: the action mix per session, the
+    # click-through and the checkout rate must agree within sampling error.
+    world = World.create(WorldConfig(seed=5))
+    n = 6000
+    scalar, _ = run_sessions(world, n, seed=11)
+    block, _ = block_sessions(world, n, seed=12)
+    vector = block.kind_counts()
+    assert vector[ActionKind.LEAVE] + vector[ActionKind.CHECKOUT] == n
+    for kind in ActionKind:
+        a, b = scalar[kind], vector.get(kind, 0)
+        # Per-session counts are overdispersed (long sessions): a generous 5-sigma bound.
+        assert abs(a - b) < 5 * np.sqrt(3 * (a + b)) + 5, (kind, a, b)
+    ctr_scalar = scalar[ActionKind.CLICK] / (10 * scalar[ActionKind.RECOMMEND])
+    ctr_block = block.clicked.sum() / block.shown.sum()
+    assert block.shown.sum() == 10 * vector[ActionKind.RECOMMEND]
+    assert block.clicked.sum() == vector[ActionKind.CLICK]
+    assert abs(ctr_scalar - ctr_block) < 0.25 * ctr_scalar
+
+
+def test_block_sessions_follow_the_session_config() -> None:
+    world = World.create(WorldConfig(seed=6))
+    cfg = world.sessions.config
+    block, shoppers = block_sessions(world, 8000, seed=2)
+    kinds = np.asarray([k.value for k in ActionKind])[block.kind]
+    firsts = kinds[block.start[:-1]]
+    # The first step is a free choice without leaving: browse/recommend/support by weight.
+    assert not np.isin(firsts, ["leave", "checkout", "click", "add_to_cart"]).any()
+    share = np.mean(firsts == "browse")
+    expected = cfg.browse_weight / (cfg.browse_weight + cfg.recommend_weight + cfg.support_weight)
+    assert abs(share - expected) < 4 * np.sqrt(expected * (1 - expected) / firsts.size)
+    # Think times: lognormal with the configured mean.
+    assert abs(block.think.mean() - cfg.think_mean_s) < 0.05 * cfg.think_mean_s
+    # Leaving with a cart checks out with the configured probability.
+    ends = kinds[block.start[1:] - 1]
+    with_cart = block.cart_lines > 0
+    buy_rate = np.mean(ends[with_cart] == "checkout")
+    p = cfg.checkout_probability
+    assert abs(buy_rate - p) < 4 * np.sqrt(p * (1 - p) / with_cart.sum())
+    assert not (ends[~with_cart] == "checkout").any()
+    # Support messages are capped; browsing follows tastes (mean affinity well above 1).
+    support = np.add.reduceat((kinds == "support").astype(int), block.start[:-1])
+    assert support.max() <= cfg.max_support_messages
+    session = np.repeat(np.arange(shoppers.n), np.diff(block.start))
+    browsed = kinds == "browse"
+    categories = np.asarray([i.category_index for i in world.catalogue.items])
+    affinity = shoppers.affinities[session[browsed], categories[block.item[browsed]]]
+    assert affinity.mean() > 2.0
+    # Shoppers: the radio mix and the returning share of the config.
+    mix = dict(world.shoppers.config.radio_mix)
+    names = world.shoppers._radios
+    for r, name in enumerate(names):
+        observed = np.mean(shoppers.radio == r)
+        assert abs(observed - mix[name]) < 4 * np.sqrt(mix[name] / shoppers.n) + 1e-3
+    returning = np.mean(shoppers.user >= 0)
+    assert abs(returning - world.shoppers.config.returning_share) < 0.03
+
+
+def test_block_orders_are_the_carts_of_checkouts() -> None:
+    world = World.create(WorldConfig(seed=7))
+    block, shoppers = block_sessions(world, 3000, seed=3)
+    arrivals = np.linspace(0.0, 20_000.0, shoppers.n)
+    orders = SessionSampler(world.sessions, world.recommender).orders(shoppers, block, arrivals)
+    assert orders
+    kinds = list(ActionKind)
+    for j, order in orders.items():
+        lo, hi = block.start[j], block.start[j + 1]
+        assert kinds[block.kind[hi - 1]] is ActionKind.CHECKOUT
+        adds = [i for i in range(lo, hi) if kinds[block.kind[i]] is ActionKind.ADD_TO_CART]
+        assert len(order.item_ids) == len(adds) == block.cart_lines[j]
+        assert order.demand == block.quantity[adds].sum()
+        assert order.placed_at_s == pytest.approx(arrivals[j] + block.think[lo:hi].sum())
+        assert order.window_start_s >= order.placed_at_s + world.config.orders.lead_time_s

@@ -126,3 +126,31 @@ def test_calibration_file_errors_name_the_key(tmp_path: Path) -> None:
 
 def test_bare_simpy_loop_counts_events() -> None:
     assert bare_simpy_rate(events=20_000, processes=100) > 0
+
+
+def test_every_action_makes_its_calls_and_every_session_ends() -> None:
+    # Model mode compiles blocks of sessions into call lists: each action must reach its
+    # service exactly as the action-to-RPC table says, and the counts must tie out.
+    result = small_run(5)
+    actions = result["actions"]
+    latencies = result["rpc_latencies"]
+    assert isinstance(actions, dict) and isinstance(latencies, dict)
+
+    def calls(key: str) -> int:
+        entry = latencies.get(key, {"calls": 0, "failed_network": 0})
+        return int(entry["calls"]) + int(entry["failed_network"])
+
+    assert actions["leave"] + actions["checkout"] == result["shoppers"]
+    assert calls("recommendation.SimilarItems") == actions["browse"]
+    assert calls("recommendation.Recommend") == actions["recommend"]
+    assert calls("recommendation.RecordFeedback") == (
+        actions["click"] + actions["add_to_cart"] + actions["checkout"]
+    )
+    assert calls("intent.Classify") == actions.get("support", 0)
+    assert calls("dispatch.SubmitOrder") == actions["checkout"]
+    deliveries = result["deliveries"]
+    recommendations = result["recommendations"]
+    assert isinstance(deliveries, dict) and isinstance(recommendations, dict)
+    assert deliveries["placed"] == actions["checkout"]
+    assert recommendations["shown"] == 10 * actions["recommend"]
+    assert recommendations["clicked"] == actions["click"]
