@@ -45,6 +45,11 @@ class RpcCalibration:
     #: latency but never queued; half before the queue, half after. Measured as the bare echo
     #: RPC's latency by ``shoptwin capacity calibrate``.
     overhead_ms: float = 0.0
+    #: The overhead's measured distribution: its quantiles at evenly spaced probabilities from
+    #: 0 to 1 (ms). When present each call draws its overhead from it (inverse CDF, linear
+    #: between quantiles) instead of taking ``overhead_ms``: the open-loop echo's spread is
+    #: most of a light-load call's tail.
+    overhead_quantiles_ms: tuple[float, ...] = ()
     #: The measured closed-loop ladder the numbers were fitted from (for the record; rows of
     #: concurrency, throughput, mean/p50/p95/p99 latency).
     load_dependence: tuple[Mapping[str, float], ...] = ()
@@ -180,6 +185,46 @@ def _batch_points(value: Any, key: str) -> tuple[tuple[float, float], ...]:
     return tuple(points)
 
 
+def _quantiles(value: Any, key: str) -> tuple[float, ...]:
+    """Quantiles at evenly spaced probabilities: none, or at least two, non-decreasing."""
+    if not isinstance(value, list):
+        raise CalibrationError(f"{key}: expected a list of numbers")
+    if not value:
+        return ()
+    if len(value) < 2:
+        raise CalibrationError(f"{key}: expected at least two quantiles (0 and 1)")
+    numbers = tuple(_number(v, f"{key}[{i}]") for i, v in enumerate(value))
+    if any(b < a for a, b in itertools.pairwise(numbers)):
+        raise CalibrationError(f"{key}: quantiles must not decrease")
+    return numbers
+
+
+class OverheadSampler:
+    """Per-call overhead (seconds): the constant ``overhead_ms``, or draws from the measured
+    quantiles (blocks of 4096 through one ``np.interp``)."""
+
+    BLOCK = 4096
+
+    def __init__(self, calibration: RpcCalibration, rng: np.random.Generator) -> None:
+        self.mean_s = calibration.overhead_ms / 1000.0
+        self._quantiles = np.asarray(calibration.overhead_quantiles_ms, dtype=float) / 1000.0
+        self._grid = np.linspace(0.0, 1.0, len(self._quantiles))
+        self._rng = rng
+        self._buffer: list[float] = []
+
+    @property
+    def active(self) -> bool:
+        return self.mean_s > 0 or self._quantiles.size > 0
+
+    def sample(self) -> float:
+        if self._quantiles.size == 0:
+            return self.mean_s
+        if not self._buffer:
+            u = self._rng.random(self.BLOCK)
+            self._buffer = np.interp(u, self._grid, self._quantiles).tolist()
+        return self._buffer.pop()
+
+
 def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
     """The JSON object of a calibration (``parse_calibration`` reads it back)."""
     services: dict[str, Any] = {}
@@ -194,6 +239,8 @@ def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
             }
             if r.overhead_ms:
                 entry["overhead_ms"] = r.overhead_ms
+            if r.overhead_quantiles_ms:
+                entry["overhead_quantiles_ms"] = list(r.overhead_quantiles_ms)
             if r.batch_ms:
                 entry["batch_ms"] = [[n, ms] for n, ms in r.batch_ms]
             if r.load_dependence:
@@ -242,6 +289,9 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 cv=_number(r.get("cv", 0.5), f"{rkey}.cv"),
                 per_item_ms=_number(r.get("per_item_ms", 0.0), f"{rkey}.per_item_ms"),
                 overhead_ms=_number(r.get("overhead_ms", 0.0), f"{rkey}.overhead_ms"),
+                overhead_quantiles_ms=_quantiles(
+                    r.get("overhead_quantiles_ms", []), f"{rkey}.overhead_quantiles_ms"
+                ),
                 load_dependence=_load_dependence(
                     r.get("load_dependence", []), f"{rkey}.load_dependence"
                 ),
@@ -382,7 +432,7 @@ class Station:
         self.calibration = calibration
         self.workers = calibration.workers
         self.samplers = {rpc: ServiceTimeSampler(c, rng) for rpc, c in calibration.rpcs.items()}
-        self._overhead_s = {rpc: c.overhead_ms / 1000.0 for rpc, c in calibration.rpcs.items()}
+        self._overhead = {rpc: OverheadSampler(c, rng) for rpc, c in calibration.rpcs.items()}
         self.stats: dict[str, RpcStats] = {rpc: RpcStats() for rpc in calibration.rpcs}
         self.window_s = window_s
         self.busy_s: dict[int, float] = {}
@@ -412,7 +462,8 @@ class Station:
         """Process body: queue, be served, return the time spent in the service (s)."""
         env = self.env
         arrived = env.now
-        overhead = self._overhead_s[rpc]
+        sampler = self._overhead[rpc]
+        overhead = sampler.sample() if sampler.active else 0.0
         if overhead > 0:
             # Client and gRPC time outside the queue: half on the way in, half on the way out.
             yield env.timeout(overhead / 2)

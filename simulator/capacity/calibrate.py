@@ -33,6 +33,10 @@ ECHO_LIGHT_RATE = 50.0
 LIGHT_FRACTION = 0.1
 
 
+#: Quantiles of the overhead kept in the file (0 %, 2.5 %, ..., 100 %).
+OVERHEAD_QUANTILES = 41
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``shoptwin capacity calibrate``."""
     from simulator.capacity.harness import add_common_arguments
@@ -113,6 +117,8 @@ def measure_and_fit(
     the calibration (JSON objects) and the raw measurements. The ladder runs ``passes`` times
     with ``duration_s / passes`` per level and the passes are pooled, so a burst of background
     load spreads over the levels instead of bending one of them."""
+    import numpy as np
+
     from simulator.capacity.fit import capacity_per_s, fit_batching, simulate_closed
     from simulator.capacity.harness import MEASURABLE
     from simulator.capacity.measure import ClosedJob, OpenJob, merge_results
@@ -124,17 +130,41 @@ def measure_and_fit(
     # finds client and server asleep: the path open-loop traffic sees).
     generator.run([ClosedJob(echo, 4, 0.5, 0.5)])
     echo_result = generator.run([ClosedJob(echo, 1, duration_s, warmup_s)])[0].summary()
-    echo_open = generator.run(
+    open_echo_run = generator.run(
         [OpenJob(echo, ECHO_LIGHT_RATE, duration_s, warmup_s=warmup_s, seed=1)]
-    )[0].summary()
+    )[0]
+    echo_open = open_echo_run.summary()
     warm_overhead_ms = echo_result["mean_ms"]
     overhead_ms = echo_open["mean_ms"]
     log(
         f"echo: {warm_overhead_ms:.3f} ms back to back, {overhead_ms:.3f} ms open-loop at "
         f"{ECHO_LIGHT_RATE:.0f}/s (the overhead outside the queue)"
     )
+    # The echo ladder at the same concurrencies: in a closed loop the c calls of a batch also
+    # pass one after another through the client and the server's event loop (send, receive,
+    # parse, respond), serialised with the batch; under open-loop load that work overlaps the
+    # batch on the other core. Subtracting echo's mean at the same concurrency leaves the time
+    # of the batch itself, the part that queues.
+    echo_runs = [
+        generator.run([ClosedJob(echo, c, duration_s / passes, warmup_s) for c in ladder])
+        for _ in range(passes)
+    ]
+    echo_ladder = {
+        c: merge_results([run[i] for run in echo_runs]).summary()["mean_ms"]
+        for i, c in enumerate(ladder)
+    }
+    log("echo ladder: " + ", ".join(f"c={c} {ms:.2f} ms" for c, ms in sorted(echo_ladder.items())))
+    # The overhead's spread, not only its mean: at light load it is most of a call's tail.
+    overhead_quantiles = tuple(
+        round(float(q), 4)
+        for q in np.percentile(open_echo_run.latencies_ms, np.linspace(0, 100, OVERHEAD_QUANTILES))
+    )
     entries: dict[str, Any] = {}
-    raw: dict[str, Any] = {"echo": echo_result, "echo_open": echo_open}
+    raw: dict[str, Any] = {
+        "echo": echo_result,
+        "echo_open": echo_open,
+        "echo_ladder_mean_ms": echo_ladder,
+    }
     for name in services:
         rpc, max_batch = MEASURABLE[name]
         workload = running.workloads[name]
@@ -166,10 +196,17 @@ def measure_and_fit(
         errors = sum(r.errors for r in results)
         if errors and errors > 0.01 * sum(r.completed for r in results):
             raise RuntimeError(f"{name}: {errors} errors while calibrating; see the service log")
+        # Batch time per level: the service's mean less echo's at the same concurrency.
+        batch_rows = [
+            {**r, "mean_ms": r["mean_ms"] - echo_ladder[r["concurrency"]] + warm_overhead_ms}
+            for r in rows
+        ]
         fit = fit_batching(
-            [r["concurrency"] for r in rows], [r["mean_ms"] for r in rows], warm_overhead_ms
+            [r["concurrency"] for r in batch_rows],
+            [r["mean_ms"] for r in batch_rows],
+            warm_overhead_ms,
         )
-        table = batch_table(rows, fit.overhead_ms, max_batch)
+        table = batch_table(batch_rows, fit.overhead_ms, max_batch)
         # A lone call at a light open-loop rate: what the batcher's wake-up costs, and the
         # noise of a call's own time (the overhead taken out).
         light_rate = max(LIGHT_FRACTION * max(r["throughput"] for r in rows), 5.0)
@@ -203,6 +240,7 @@ def measure_and_fit(
             cv=round(min(cv, 3.0), 3),
             per_item_ms=round(fit.per_item_ms, 4),
             overhead_ms=round(overhead_ms, 4),
+            overhead_quantiles_ms=overhead_quantiles,
             load_dependence=tuple(rows),
             batch_ms=table,
         )
@@ -305,8 +343,9 @@ def build_calibration(base: Any, entries: dict[str, Any], provenance: dict[str, 
 
 SOURCE = (
     "shoptwin capacity calibrate: closed-loop ladder through gRPC from a separate generator "
-    "process (batch_ms: mean latency at concurrency n less the back-to-back echo latency; "
-    "mean_ms/per_item_ms: line fit of the same), overhead_ms: open-loop echo at 50/s, wake_ms: "
+    "process (batch_ms: mean latency at concurrency n less echo's mean at the same concurrency; "
+    "mean_ms/per_item_ms: line fit of the same), overhead_ms: open-loop echo at 50/s (and its "
+    "quantiles, overhead_quantiles_ms), wake_ms: "
     "a lone call at a light open-loop rate less overhead and T(1) (medians), cv: lognormal "
     "p50..p95 spread; services not in measured_services keep the base file's entries"
 )

@@ -252,3 +252,36 @@ def test_bad_files_name_the_key(path: tuple[str, ...], value: Any, message: str)
     node[path[-1]] = value
     with pytest.raises(CalibrationError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_calibration(data, "c.json")
+
+
+def test_overhead_quantiles_are_sampled_by_inverse_cdf_and_round_trip() -> None:
+    from simulator.platform import OverheadSampler
+
+    # Uniform between 1 and 3 ms, then a tail: 0 %, 50 %, 100 % at 1, 2, 10 ms.
+    cal = RpcCalibration(overhead_ms=2.5, overhead_quantiles_ms=(1.0, 2.0, 10.0))
+    sampler = OverheadSampler(cal, np.random.default_rng(3))
+    draws = np.asarray([sampler.sample() for _ in range(20_000)]) * 1000.0
+    assert draws.min() >= 1.0 and draws.max() <= 10.0
+    assert np.median(draws) == pytest.approx(2.0, abs=0.05)
+    # Linear between quantiles: P(X <= 6 ms) = 0.5 + 0.5 * (6 - 2) / 8 = 0.75.
+    assert np.mean(draws <= 6.0) == pytest.approx(0.75, abs=0.01)
+    # Without quantiles the constant mean is used.
+    assert OverheadSampler(RpcCalibration(overhead_ms=2.5), np.random.default_rng(0)).sample() == (
+        pytest.approx(0.0025)
+    )
+    calibration = Calibration({"svc": ServiceCalibration(1, {"call": cal})}, {"measured": True})
+    back = parse_calibration(json.loads(json.dumps(calibration_to_json(calibration))))
+    assert back.services["svc"].rpcs["call"].overhead_quantiles_ms == (1.0, 2.0, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [([1.0], "at least two"), ([2.0, 1.0], "must not decrease"), ("x", "list of numbers")],
+)
+def test_bad_overhead_quantiles_name_the_key(value: Any, problem: str) -> None:
+    data = {
+        "services": {"svc": {"rpcs": {"call": {"mean_ms": 1.0, "overhead_quantiles_ms": value}}}}
+    }
+    with pytest.raises(CalibrationError, match=problem) as info:
+        parse_calibration(data, "c.json")
+    assert "services.svc.rpcs.call.overhead_quantiles_ms" in str(info.value)
