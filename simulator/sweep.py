@@ -475,7 +475,7 @@ def load_inputs(
 ) -> tuple[Any, str, dict[str, Any], str]:
     """The scenario (parsed, and its YAML text) and the calibration JSON object, resolved as
     ``shoptwin simulate`` resolves them; errors become SettingsError."""
-    from simulator.platform import CalibrationError, parse_calibration
+    from simulator.platform import CalibrationError, parse_calibration, shipped_calibrations
     from simulator.scenario import ScenarioError, load_scenario
 
     try:
@@ -484,11 +484,12 @@ def load_inputs(
         raise SettingsError(str(exc)) from None
     text = Path(scenario.source).read_text(encoding="utf-8")
     name = calibration_name or scenario.platform.calibration
-    if name == "default":
+    if "/" not in name and not name.endswith(".json") and name in shipped_calibrations():
+        # A shipped calibration by name (default, measured-2core), as load_calibration reads it.
         from importlib import resources
 
-        raw = resources.files("simulator").joinpath("calibration/default.json").read_text("utf-8")
-        source = "calibration/default.json"
+        raw = resources.files("simulator").joinpath(f"calibration/{name}.json").read_text("utf-8")
+        source = f"calibration/{name}.json"
     else:
         path = Path(name)
         if not path.is_absolute() and not path.exists() and calibration_name is None:

@@ -229,3 +229,13 @@ def test_sweep_command_writes_json_and_csv(
     csv_text = (out / "sweep.csv").read_text()
     assert csv_text.startswith("point,platform.workers.recommendation,metric,mean,sd")
     assert "recommendation.Recommend.p99_ms" in csv_text
+
+
+def test_shipped_scenarios_resolve_their_shipped_calibration_by_name() -> None:
+    """black-friday names `measured-2core`, a shipped file, not a path next to the scenario."""
+    from simulator.sweep import load_inputs
+
+    scenario, _, data, source = load_inputs("black-friday", None)
+    assert scenario.platform.calibration == "measured-2core"
+    assert source == "calibration/measured-2core.json"
+    assert data["provenance"]["measured"] is True
