@@ -216,9 +216,10 @@ def int8_holds(fp32_correct: np.ndarray, int8_correct: np.ndarray, max_drop: flo
     only_int8 = int(np.sum(int8_correct & ~fp32_correct))
     discordant = only_fp32 + only_int8
     # P(X >= only_fp32) for X ~ Binomial(discordant, 1/2): how likely a split at least this
-    # lopsided is if the two variants were equally accurate.
+    # lopsided is if the two variants were equally accurate. Integer numerator and
+    # denominator: Python's int division stays exact where 2.0**n would overflow (n > 1023).
     p_value = sum(math.comb(discordant, k) for k in range(only_fp32, discordant + 1)) / (
-        2.0**discordant
+        2**discordant
     )
     return p_value >= 0.05
 

@@ -130,3 +130,8 @@ def test_int8_holds_refuses_int8_only_when_validation_shows_it_is_worse() -> Non
     int8[100:112] = False
     assert not int8_holds(fp32, int8, max_drop=0.005)
     assert int8_holds(fp32[:0], int8[:0], max_drop=0.005)
+    # A large validation set with thousands of disagreements (2.0**n would overflow).
+    big_fp32 = np.arange(20_000) % 2 == 0
+    big_int8 = ~big_fp32
+    big_int8[1:3000:2] = False  # 1,500 fewer right answers: 7.5 points, clearly worse
+    assert not int8_holds(big_fp32, big_int8, max_drop=0.005)
