@@ -111,25 +111,18 @@ def parse_rates(value: str) -> list[float] | None:
 
 def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """Validated flags (``SettingsError`` names the flag)."""
-    from simulator.capacity.calibrate import parse_ladder
-    from simulator.capacity.harness import check_number, parse_services, parse_targets
+    from simulator.capacity import calibrate
+    from simulator.capacity.harness import check_number
 
-    check_number(args.duration, "--duration")
-    check_number(args.warmup, "--warmup", strict=False)
-    check_number(args.workers, "--workers", minimum=1, strict=False, integer=True)
+    # The flags shared with calibrate (durations, workers, passes, services, targets, ladder).
+    checked = calibrate.check_arguments(args)
     check_number(args.max_in_flight, "--max-in-flight", minimum=1, strict=False, integer=True)
-    check_number(args.passes, "--passes", minimum=1, strict=False, integer=True)
     check_number(args.p95_tolerance, "--p95-tolerance")
     check_number(args.knee_tolerance, "--knee-tolerance")
     check_number(args.below_knee, "--below-knee")
     check_number(args.calibration_duration, "--calibration-duration")
-    checked: dict[str, Any] = {
-        "services": parse_services(args.services),
-        "targets": parse_targets(args.target),
-        "rates": parse_rates(args.rates),
-        "ladder": parse_ladder(args.concurrencies),
-        "calibration": None,
-    }
+    checked["rates"] = parse_rates(args.rates)
+    checked["calibration"] = None
     if args.calibration is not None:
         from simulator.platform import CalibrationError, load_calibration
 
