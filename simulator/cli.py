@@ -150,18 +150,11 @@ def _scenario(args: argparse.Namespace, default: str) -> Any:
 
 
 def _calibration(args: argparse.Namespace, scenario: Any) -> Any:
-    from simulator.platform import CalibrationError, load_calibration, shipped_calibrations
+    from simulator.platform import CalibrationError, load_calibration
 
     name = getattr(args, "calibration", None) or scenario.platform.calibration
-    if (
-        name not in shipped_calibrations()
-        and not Path(name).is_absolute()
-        and scenario.source
-        and not Path(name).exists()
-    ):
-        name = str(Path(scenario.source).parent / name)
     try:
-        return load_calibration(name)
+        return load_calibration(name, scenario.source)
     except CalibrationError as exc:
         raise SettingsError(str(exc)) from None
 

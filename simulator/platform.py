@@ -324,23 +324,39 @@ def shipped_calibrations() -> list[str]:
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
-def load_calibration(path: str | Path | None = None) -> Calibration:
-    """The shipped default calibration, a shipped one by name (``measured-2core``), or a JSON
-    file."""
+def read_calibration_json(
+    path: str | Path | None = None, scenario_source: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """The JSON object of a calibration and where it came from: a shipped file by name
+    (``default``, ``measured-2core``), a JSON file, or, when that path does not exist and
+    ``scenario_source`` is given, the file of that name next to the scenario."""
     name = "default" if path is None else str(path)
     if "/" not in name and not name.endswith(".json") and name in shipped_calibrations():
         text = resources.files("simulator").joinpath(f"calibration/{name}.json").read_text("utf-8")
         source = f"calibration/{name}.json"
     else:
+        file = Path(name)
+        if scenario_source and not file.is_absolute() and not file.exists():
+            file = Path(scenario_source).parent / name
         try:
-            text = Path(name).read_text(encoding="utf-8")
+            text = file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise CalibrationError(f"calibration: cannot read {name}: {exc.strerror}") from None
-        source = name
+            raise CalibrationError(f"calibration: cannot read {file}: {exc.strerror}") from None
+        source = str(file)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CalibrationError(f"{source}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{source}: expected a JSON object")
+    return data, source
+
+
+def load_calibration(
+    path: str | Path | None = None, scenario_source: str | None = None
+) -> Calibration:
+    """The calibration ``read_calibration_json`` finds, parsed."""
+    data, source = read_calibration_json(path, scenario_source)
     return parse_calibration(data, source)
 
 

@@ -475,7 +475,7 @@ def load_inputs(
 ) -> tuple[Any, str, dict[str, Any], str]:
     """The scenario (parsed, and its YAML text) and the calibration JSON object, resolved as
     ``shoptwin simulate`` resolves them; errors become SettingsError."""
-    from simulator.platform import CalibrationError, parse_calibration, shipped_calibrations
+    from simulator.platform import CalibrationError, parse_calibration, read_calibration_json
     from simulator.scenario import ScenarioError, load_scenario
 
     try:
@@ -484,26 +484,9 @@ def load_inputs(
         raise SettingsError(str(exc)) from None
     text = Path(scenario.source).read_text(encoding="utf-8")
     name = calibration_name or scenario.platform.calibration
-    if "/" not in name and not name.endswith(".json") and name in shipped_calibrations():
-        # A shipped calibration by name (default, measured-2core), as load_calibration reads it.
-        from importlib import resources
-
-        raw = resources.files("simulator").joinpath(f"calibration/{name}.json").read_text("utf-8")
-        source = f"calibration/{name}.json"
-    else:
-        path = Path(name)
-        if not path.is_absolute() and not path.exists() and calibration_name is None:
-            path = Path(scenario.source).parent / name
-        try:
-            raw = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SettingsError(f"--calibration: cannot read {path}: {exc.strerror}") from None
-        source = str(path)
     try:
-        data = json.loads(raw)
+        data, source = read_calibration_json(name, scenario.source)
         parse_calibration(data, source)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{source}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     except CalibrationError as exc:
         raise SettingsError(str(exc)) from None
     return scenario, text, data, source
