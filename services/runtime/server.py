@@ -9,6 +9,7 @@ SIGTERM/SIGINT (health goes NOT_SERVING, in-flight calls get ``grace_s`` to fini
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import signal
 from collections.abc import Callable, Mapping
@@ -208,6 +209,12 @@ async def serve_until_signalled(
         loop.add_signal_handler(sig, stop.set)
     server = ServiceServer(definition, settings, options, reuse_port=reuse_port, metrics=metrics)
     await server.start()
+    # Everything alive now (the imported frameworks and the loaded models: 170,000 tracked
+    # objects in the recommendation service) lives as long as the process. Freezing it keeps
+    # the cyclic collector from rescanning it on every full collection while serving: there
+    # that scan was a 56 ms stop-the-world pause, which set its p99 under load and cost
+    # about 10 % of its throughput.
+    gc.freeze()
     await stop.wait()
     log.info("shutting down", service=definition.name, grace_s=settings.grace_s)
     await server.stop()
