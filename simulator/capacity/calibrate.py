@@ -154,6 +154,11 @@ def measure_and_fit(
         for i, c in enumerate(ladder)
     }
     log("echo ladder: " + ", ".join(f"c={c} {ms:.2f} ms" for c, ms in sorted(echo_ladder.items())))
+    # The event loop's time per call: echo's time per call at the top of its ladder, where the
+    # calls queue back to back for the loop (it is what a batch waits for per arriving call).
+    top = max(echo_ladder)
+    loop_ms = echo_ladder[top] / top
+    log(f"event loop: {loop_ms:.4f} ms per call (echo at concurrency {top})")
     # The overhead's spread, not only its mean: at light load it is most of a call's tail.
     overhead_quantiles = tuple(
         round(float(q), 4)
@@ -164,6 +169,7 @@ def measure_and_fit(
         "echo": echo_result,
         "echo_open": echo_open,
         "echo_ladder_mean_ms": echo_ladder,
+        "loop_ms": loop_ms,
     }
     for name in services:
         rpc, max_batch = MEASURABLE[name]
@@ -252,6 +258,7 @@ def measure_and_fit(
                 max_wait_ms=0.0,
                 variability="averaged",
                 wake_ms=round(wake_ms, 4),
+                loop_ms=round(loop_ms, 4),
             ),
         )
         # The model under the closed ladder on the warm path, for the record.
@@ -346,7 +353,8 @@ SOURCE = (
     "process (batch_ms: mean latency at concurrency n less echo's mean at the same concurrency; "
     "mean_ms/per_item_ms: line fit of the same), overhead_ms: open-loop echo at 50/s (and its "
     "quantiles, overhead_quantiles_ms), wake_ms: "
-    "a lone call at a light open-loop rate less overhead and T(1) (medians), cv: lognormal "
+    "a lone call at a light open-loop rate less overhead and T(1) (medians), loop_ms: echo's "
+    "mean per call at the top of its ladder, cv: lognormal "
     "p50..p95 spread; services not in measured_services keep the base file's entries"
 )
 
@@ -438,6 +446,7 @@ def render_summary(calibration: Any, services: list[str], raw: dict[str, Any]) -
                     "per_item_ms": r.per_item_ms,
                     "cv": r.cv,
                     "wake_ms": svc.batching.wake_ms if svc.batching else 0.0,
+                    "loop_ms": svc.batching.loop_ms if svc.batching else 0.0,
                     "r2": round(raw[name]["fit"]["r2"], 3),
                     "capacity_per_s": round(capacity_per_s(svc, rpc), 1),
                     "measured_max_per_s": max(row["throughput"] for row in raw[name]["ladder"]),
@@ -453,6 +462,7 @@ def render_summary(calibration: Any, services: list[str], raw: dict[str, Any]) -
             "per_item_ms",
             "cv",
             "wake_ms",
+            "loop_ms",
             "r2",
             "capacity_per_s",
             "measured_max_per_s",

@@ -98,7 +98,11 @@ def capacity_per_s(service: ServiceCalibration, rpc: str) -> float:
         return service.workers * 1000.0 / max(r.mean_ms + r.per_item_ms, 1e-9)
     # The best batch size up to max_batch (a measured table may bend either way).
     best = max(n / max(r.batch_mean_ms(n), 1e-9) for n in range(1, service.batching.max_batch + 1))
-    return service.workers * best * 1000.0
+    per_worker = best * 1000.0
+    # Each call's event-loop time lengthens the batches (Batching.loop_ms): at throughput x
+    # the batcher runs at 1 - x·loop of its speed, so x = c0 (1 - x·loop) per worker.
+    per_worker /= 1.0 + per_worker * service.batching.loop_ms / 1000.0
+    return service.workers * per_worker
 
 
 def _station(service: ServiceCalibration, seed: int) -> tuple[simpy.Environment, Station]:

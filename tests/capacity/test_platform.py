@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import simpy
 
 from simulator.platform import (
+    MAX_LOOP_EXTENSIONS,
     Batching,
     Calibration,
     CalibrationError,
@@ -73,6 +75,85 @@ def test_a_batch_started_on_an_idle_batcher_pays_the_wake_up() -> None:
     env.process(call(0.001))
     env.run()
     assert done == [4.0, 6.0]
+
+
+def test_calls_arriving_during_a_batch_lengthen_it_by_the_event_loop_time() -> None:
+    """T(n) = 10 ms flat, loop 1 ms per call. A call at t=0 starts a batch (0..10 ms). Calls
+    at 2 and 4 ms arrive during it: +2 ms (10..12); one at 11 ms arrives during that
+    extension: +1 ms (12..13), so the first call leaves at 13. The three queued calls then
+    share a second batch from 13 to 23 ms; nothing arrives during it."""
+    env = simpy.Environment()
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 10.0, 0.0, 0.0)},
+        batching=Batching(max_batch=8, max_wait_ms=0.0, loop_ms=1.0),
+    )
+    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
+    done: list[float] = []
+
+    def call(at: float) -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(at)
+        yield from station.serve("call")
+        done.append(round(env.now * 1000, 6))
+
+    for at in (0.0, 0.002, 0.004, 0.011):
+        env.process(call(at))
+    env.run()
+    assert done == [13.0, 23.0, 23.0, 23.0]
+    assert station.batches == 2
+
+
+def test_the_event_loop_share_is_split_across_workers_and_capped() -> None:
+    """Two workers: each arrival lengthens a running batch by loop / 2. With a loop time so
+    long that every extension sees more arrivals, the batch still ends (at most
+    MAX_LOOP_EXTENSIONS extensions)."""
+    env = simpy.Environment()
+    service = ServiceCalibration(
+        workers=2,
+        rpcs={"call": RpcCalibration("deterministic", 10.0, 0.0, 0.0)},
+        batching=Batching(max_batch=8, max_wait_ms=0.0, loop_ms=2.0),
+    )
+    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
+    done: list[float] = []
+
+    def call(at: float) -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(at)
+        yield from station.serve("call")
+        done.append(round(env.now * 1000, 6))
+
+    # Two calls at 0 take both workers; one at 5 ms lengthens each running batch by 1 ms.
+    for at in (0.0, 0.0, 0.005):
+        env.process(call(at))
+    env.run(until=0.0115)
+    assert done == [11.0, 11.0]
+
+    # One call per ms from 0.5 ms on, loop 2 ms: the loop alone needs twice the time there
+    # is. The first batch (1 ms) sees 1 arrival (+2 ms), then 2 (+4 ms), ... each extension
+    # doubling, until the cap: it ends at 1 + 2 + 4 + ... + 2^8 = 511 ms.
+    env = simpy.Environment()
+    flooded = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 1.0, 0.0, 0.0)},
+        batching=Batching(max_batch=1, max_wait_ms=0.0, loop_ms=2.0),
+    )
+    station = Station(env, "s", flooded, np.random.default_rng(0), window_s=math.inf)
+    finished: list[float] = []
+
+    def first() -> Generator[simpy.Event, Any, None]:
+        yield from station.serve("call")
+        finished.append(round(env.now * 1000, 6))
+
+    def flood() -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(0.0005)
+        while True:
+            env.process(station.serve("call"))
+            yield env.timeout(0.001)
+
+    env.process(first())
+    env.process(flood())
+    env.run(until=0.6)
+    assert MAX_LOOP_EXTENSIONS == 8
+    assert finished == [511.0]
 
 
 def test_rpcs_outside_the_batcher_are_served_one_by_one() -> None:
@@ -168,6 +249,9 @@ def test_batching_station_uses_the_measured_table() -> None:
         env.process(call())
         env.run()
         assert latencies == [expected, expected]
+    with_loop = replace(service, batching=Batching(max_batch=8, max_wait_ms=0.0, loop_ms=0.5))
+    scaled_loop = Calibration({"s": with_loop}).with_overrides({}, 2.0).services["s"]
+    assert scaled_loop.batching is not None and scaled_loop.batching.loop_ms == 0.25
 
 
 def _measured() -> dict[str, Any]:
@@ -182,6 +266,7 @@ def _measured() -> dict[str, Any]:
                     "max_wait_ms": 0.0,
                     "variability": "averaged",
                     "wake_ms": 1.5,
+                    "loop_ms": 0.25,
                 },
                 "rpcs": {
                     "Recommend": {
@@ -208,6 +293,7 @@ def test_json_round_trip_keeps_every_field() -> None:
     assert again == calibration
     rec = again.services["recommendation"]
     assert rec.batching is not None and rec.batching.variability == "averaged"
+    assert rec.batching.loop_ms == 0.25
     assert rec.rpcs["Recommend"].overhead_ms == 0.9
     assert rec.rpcs["Recommend"].load_dependence[1]["throughput"] == 290.0
 
@@ -220,6 +306,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
     del rpc["overhead_ms"], rpc["load_dependence"]
     del old["services"]["recommendation"]["batching"]["variability"]
     del old["services"]["recommendation"]["batching"]["wake_ms"]
+    del old["services"]["recommendation"]["batching"]["loop_ms"]
     parsed = parse_calibration(old)
     assert parsed.services["recommendation"].rpcs["Recommend"].overhead_ms == 0.0
     assert parsed.services["recommendation"].batching == Batching(64, 0.0, "fixed")
@@ -232,6 +319,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
         (("rpcs", "Recommend", "overhead_ms"), -1, "rpcs.Recommend.overhead_ms: must be"),
         (("batching", "variability"), "wild", "batching.variability: one of"),
         (("batching", "wake_ms"), "slow", "batching.wake_ms: expected a number"),
+        (("batching", "loop_ms"), -0.5, "batching.loop_ms: must be"),
         (("batching", "rpcs"), ["Nope"], "batching.rpcs: unknown RPC 'Nope'"),
         (("rpcs", "Recommend", "batch_ms"), [[1, 2.0], [1, 3.0]], "batch_ms[1][0]: items must"),
         (("rpcs", "Recommend", "batch_ms"), [[0, 2.0]], "batch_ms[0][0]: must be >= 1"),
