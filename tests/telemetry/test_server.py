@@ -61,8 +61,10 @@ async def test_upload_stream_keeps_going_after_bad_input(tmp_path: Path) -> None
     assert [a.batch_id for a in acks] == list(range(1, 10))
     by_id = {a.batch_id: a for a in acks}
     assert by_id[1].stored == 3
-    # 3, or 4 when batch 2 shared its commit: an ack reports the state after its commit.
-    assert by_id[1].device_acks[0].acked_sequence in (3, 4)
+    # An ack reports the state after its commit, and group commit may fold any later batches
+    # of the stream into batch 1's: 3 alone, 4 with batch 2, 6 with batch 9 (a slow first
+    # fsync on a fresh CI machine queued all nine behind it).
+    assert by_id[1].device_acks[0].acked_sequence in (3, 4, 6)
     assert [(r.index, r.field) for r in by_id[2].rejected] == [(1, "readings[1].position.latitude")]
     assert by_id[2].stored == 1
     assert [r.field for r in by_id[3].rejected] == ["readings[0].time"]
