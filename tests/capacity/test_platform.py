@@ -54,15 +54,11 @@ def test_batching_station_with_overhead_matches_the_hand_computed_case() -> None
     assert station.batched_requests == 4
 
 
-def test_a_batch_started_on_an_idle_batcher_pays_the_wake_up() -> None:
-    """T(n) = 1 + 1·n ms, wake-up 2 ms. A call at t=0 wakes the batcher: 2 + 2 = 4 ms. A call
-    at 1 ms queues behind it and starts right away at 4 ms (no wake-up): 2 ms, out at 6."""
+def _finish_times(
+    service: ServiceCalibration, arrivals: list[float], until: float | None = None
+) -> tuple[list[float], Station]:
+    """One "call" per arrival time (s) into a fresh station; the times (ms) they leave it."""
     env = simpy.Environment()
-    service = ServiceCalibration(
-        workers=1,
-        rpcs={"call": RpcCalibration("deterministic", 1.0, 0.0, 1.0)},
-        batching=Batching(max_batch=8, max_wait_ms=0.0, wake_ms=2.0),
-    )
     station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
     done: list[float] = []
 
@@ -71,9 +67,21 @@ def test_a_batch_started_on_an_idle_batcher_pays_the_wake_up() -> None:
         yield from station.serve("call")
         done.append(round(env.now * 1000, 6))
 
-    env.process(call(0.0))
-    env.process(call(0.001))
-    env.run()
+    for at in arrivals:
+        env.process(call(at))
+    env.run(until=until)
+    return done, station
+
+
+def test_a_batch_started_on_an_idle_batcher_pays_the_wake_up() -> None:
+    """T(n) = 1 + 1·n ms, wake-up 2 ms. A call at t=0 wakes the batcher: 2 + 2 = 4 ms. A call
+    at 1 ms queues behind it and starts right away at 4 ms (no wake-up): 2 ms, out at 6."""
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 1.0, 0.0, 1.0)},
+        batching=Batching(max_batch=8, max_wait_ms=0.0, wake_ms=2.0),
+    )
+    done, _ = _finish_times(service, [0.0, 0.001])
     assert done == [4.0, 6.0]
 
 
@@ -82,23 +90,12 @@ def test_calls_arriving_during_a_batch_lengthen_it_by_the_event_loop_time() -> N
     at 2 and 4 ms arrive during it: +2 ms (10..12); one at 11 ms arrives during that
     extension: +1 ms (12..13), so the first call leaves at 13. The three queued calls then
     share a second batch from 13 to 23 ms; nothing arrives during it."""
-    env = simpy.Environment()
     service = ServiceCalibration(
         workers=1,
         rpcs={"call": RpcCalibration("deterministic", 10.0, 0.0, 0.0)},
         batching=Batching(max_batch=8, max_wait_ms=0.0, loop_ms=1.0),
     )
-    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
-    done: list[float] = []
-
-    def call(at: float) -> Generator[simpy.Event, Any, None]:
-        yield env.timeout(at)
-        yield from station.serve("call")
-        done.append(round(env.now * 1000, 6))
-
-    for at in (0.0, 0.002, 0.004, 0.011):
-        env.process(call(at))
-    env.run()
+    done, station = _finish_times(service, [0.0, 0.002, 0.004, 0.011])
     assert done == [13.0, 23.0, 23.0, 23.0]
     assert station.batches == 2
 
@@ -107,24 +104,13 @@ def test_the_event_loop_share_is_split_across_workers_and_capped() -> None:
     """Two workers: each arrival lengthens a running batch by loop / 2. With a loop time so
     long that every extension sees more arrivals, the batch still ends (at most
     MAX_LOOP_EXTENSIONS extensions)."""
-    env = simpy.Environment()
     service = ServiceCalibration(
         workers=2,
         rpcs={"call": RpcCalibration("deterministic", 10.0, 0.0, 0.0)},
         batching=Batching(max_batch=8, max_wait_ms=0.0, loop_ms=2.0),
     )
-    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
-    done: list[float] = []
-
-    def call(at: float) -> Generator[simpy.Event, Any, None]:
-        yield env.timeout(at)
-        yield from station.serve("call")
-        done.append(round(env.now * 1000, 6))
-
     # Two calls at 0 take both workers; one at 5 ms lengthens each running batch by 1 ms.
-    for at in (0.0, 0.0, 0.005):
-        env.process(call(at))
-    env.run(until=0.0115)
+    done, _ = _finish_times(service, [0.0, 0.0, 0.005], until=0.0115)
     assert done == [11.0, 11.0]
 
     # One call per ms from 0.5 ms on, loop 2 ms: the loop alone needs twice the time there
