@@ -7,7 +7,8 @@ from __future__ import annotations
 from grpc import aio
 
 from services.recommendation.config import RecommendationOptions
-from services.recommendation.engine import RecommendationEngine
+from services.recommendation.engine import RecommendationEngine, ThreadRanker
+from services.recommendation.ranker import ProcessRanker
 from services.recommendation.server import RecommendationServicer
 from services.recommendation.store import FeedbackStore
 from services.runtime.config import ServerSettings
@@ -37,6 +38,9 @@ class RecommendationApp:
             model_dir=self.options.model_dir,
             batch_window_s=self.options.batch_window_ms / 1000.0,
             max_batch=self.options.max_batch,
+            ranker=ProcessRanker(self.options.torch_threads)
+            if self.options.ranking_process
+            else ThreadRanker(),
         )
         await self.engine.start()
 

@@ -146,7 +146,7 @@ def ranking_check(
             exact = torch.topk(state._full_scores(group, prior, recent), k, dim=1).indices
             for result, row in zip(served, exact.tolist(), strict=True):
                 ids = {model.item_ids[i] for i in row}
-                hits += len(ids & {item.item_id for item in result.items})
+                hits += len(ids & set(result.item_ids))
                 total += len(ids)
     stats: dict[str, float] = {}
     if state.norm_order_pays:

@@ -28,6 +28,10 @@ class RecommendationOptions:
         high=50,
     )
     max_batch: int = setting(64, "most Recommend calls ranked in one batch", low=1, high=1024)
+    ranking_process: bool = setting(
+        True,
+        "rank in a child process (its own core and GIL); off: in a thread of the server",
+    )
     torch_threads: int = setting(
         1, "threads torch may use for ranking (the event loop needs a core too)", low=1, high=64
     )

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -74,17 +74,18 @@ class Query:
     filter: ItemFilter = field(default_factory=ItemFilter)
 
 
-class ScoredItem(NamedTuple):
-    """One ranked item (a tuple: a Recommend builds up to 1,000 of them per call)."""
+class RankedItems(NamedTuple):
+    """One ranked list as columns: plain lists of str and float cross the ranking process's
+    pipe in C (unpickling up to 1,000 per-item tuples per call would cost the server's GIL)."""
 
-    item_id: str
-    score: float
-    category: str
+    item_ids: list[str]
+    scores: list[float]
+    categories: list[str]
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    items: list[ScoredItem]
+    items: RankedItems
     model_version: str
     personalized: bool
     unknown_item_ids: list[str]
@@ -115,7 +116,7 @@ class Catalog:
 
 
 @dataclass
-class _Prepared:
+class PreparedQuery:
     """What one query needs from the live state, snapshotted on the event loop."""
 
     query: Query
@@ -130,13 +131,24 @@ class ServingState:
     """One loaded model with its live state. Replaced whole on reload."""
 
     def __init__(
-        self, model: RecommenderModel, catalog: Catalog, shortcut_min_items: int = 20_000
+        self,
+        model: RecommenderModel,
+        catalog: Catalog,
+        shortcut_min_items: int = 20_000,
+        *,
+        clock_offset: float | None = None,
     ) -> None:
         self.model = model
         #: Below this many items the full blend is cheaper than either shortcut (measured: at
         #: 3,387 items a batch of 1 costs 0.4 ms in full, 0.9 ms through the block bounds).
         self.shortcut_min_items = shortcut_min_items
-        self.clock_offset = max(0.0, time.time() - model.metadata.reference_time)
+        #: Given when this state mirrors another one (the ranking process's copy must see the
+        #: same model time as the server's).
+        self.clock_offset = (
+            max(0.0, time.time() - model.metadata.reference_time)
+            if clock_offset is None
+            else clock_offset
+        )
         self.overlay: dict[str, UserHistory] = {}
         # A private copy: feedback must not change the loaded model object.
         self.popularity = Popularity(len(model.item_ids), model.popularity.reference_time)
@@ -164,17 +176,19 @@ class ServingState:
         self.category_names[index] = entry.category
         self.out_of_stock[index] = not entry.in_stock
 
-    def apply_event(self, event: StoredEvent) -> None:
-        """Reflect a stored feedback event in the user's history and item popularity."""
+    def apply_event(self, event: StoredEvent, *, with_history: bool = True) -> None:
+        """Reflect a stored feedback event in the user's history (unless ``with_history`` is
+        False: the ranking process gets histories with each query) and item popularity."""
         index = self.model.item_index.get(event.item_id)
         if index is None:
             return  # stored for the next training run; this model cannot rank it
         when = event.event_time - self.clock_offset
-        history = self.overlay.get(event.user_id)
-        if history is None:
-            history = self.base_history(event.user_id) or UserHistory()
-            self.overlay[event.user_id] = history
-        history.add(index, when, event.event_type, self.model.input_weight(when))
+        if with_history:
+            history = self.overlay.get(event.user_id)
+            if history is None:
+                history = self.base_history(event.user_id) or UserHistory()
+                self.overlay[event.user_id] = history
+            history.add(index, when, event.event_type, self.model.input_weight(when))
         weight = EVENT_WEIGHTS.get(event.event_type, 1.0)
         self.popularity.add(np.asarray([index]), np.asarray([when]), np.asarray([weight]))
         self._prior_at = -math.inf
@@ -219,7 +233,7 @@ class ServingState:
             self._prior_at = now_wall
         return priors
 
-    def prepare(self, query: Query, catalog: Catalog) -> _Prepared:
+    def prepare(self, query: Query, catalog: Catalog) -> PreparedQuery:
         index = self.model.item_index
         banned: list[int] = []
         unknown: list[str] = []
@@ -239,9 +253,9 @@ class ServingState:
             allowed = np.asarray(
                 [catalog.category_codes[c] for c in query.filter.categories], dtype=np.int64
             )
-        return _Prepared(query, history, np.asarray(banned, dtype=np.int64), unknown, allowed)
+        return PreparedQuery(query, history, np.asarray(banned, dtype=np.int64), unknown, allowed)
 
-    def rank(self, prepared: Sequence[_Prepared]) -> list[Recommendation]:
+    def rank(self, prepared: Sequence[PreparedQuery]) -> list[RankedItems]:
         """Score, filter and rank a batch with one matmul (runs in a worker thread).
 
         For low-rank models with norm structure (see :meth:`_probe_norm_order`), users with
@@ -314,20 +328,21 @@ class ServingState:
                 values, indices = rest_values, rest_indices
             else:
                 values[rest], indices[rest] = rest_values, rest_indices
+        return [
+            self._columns(row_values[: p.query.k], row_indices[: p.query.k])
+            for p, row_values, row_indices in zip(
+                prepared, values.tolist(), indices.tolist(), strict=True
+            )
+        ]
+
+    def _columns(self, values: list[float], indices: list[int]) -> RankedItems:
+        """A ranked row as columns, cut at the first banned (-inf) entry."""
+        if values and values[-1] == -math.inf:
+            cut = values.index(-math.inf)
+            values, indices = values[:cut], indices[:cut]
         item_ids = self.model.item_ids
         names = self.category_names
-        version = self.model.metadata.version
-        results = []
-        for p, row_values, row_indices in zip(
-            prepared, values.tolist(), indices.tolist(), strict=True
-        ):
-            items = []
-            for value, item in zip(row_values[: p.query.k], row_indices[: p.query.k], strict=True):
-                if value == -math.inf:
-                    break
-                items.append(ScoredItem(item_ids[item], value, names[item]))
-            results.append(Recommendation(items, version, p.history is not None, p.unknown))
-        return results
+        return RankedItems([item_ids[i] for i in indices], values, [names[i] for i in indices])
 
     def _probe_norm_order(self, users: int = 32) -> bool:
         """Whether :func:`lowrank_top_k` settles a sample of the model's users (evenly spaced
@@ -374,14 +389,14 @@ class ServingState:
             self._bounds = cached
         return cached[1]
 
-    def _masked(self, p: _Prepared) -> bool:
+    def _masked(self, p: PreparedQuery) -> bool:
         """Whether a catalogue-wide mask (category or in-stock) applies to the query."""
         return p.allowed_codes is not None or (
             p.query.filter.in_stock_only and bool(self.out_of_stock.any())
         )
 
     def _full_scores(
-        self, prepared: Sequence[_Prepared], prior: torch.Tensor, recent: np.ndarray
+        self, prepared: Sequence[PreparedQuery], prior: torch.Tensor, recent: np.ndarray
     ) -> torch.Tensor:
         """The blend (or cold-start popularity) over every item, with the filters applied."""
         warm = [i for i, p in enumerate(prepared) if p.history is not None]
@@ -416,7 +431,7 @@ class ServingState:
 
     def similar(
         self, item_id: str, k: int, item_filter: ItemFilter, catalog: Catalog
-    ) -> list[ScoredItem]:
+    ) -> RankedItems:
         position = self.model.item_index.get(item_id)
         if position is None:
             raise NotFoundError(f"item_id: {item_id!r} is unknown to the model")
@@ -432,11 +447,7 @@ class ServingState:
         if item_filter.in_stock_only:
             scores.masked_fill_(torch.from_numpy(self.out_of_stock), -torch.inf)
         values, indices = torch.topk(scores, min(k, scores.shape[0]))
-        return [
-            ScoredItem(self.model.item_ids[i], float(v), self.category_names[i])
-            for v, i in zip(values.tolist(), indices.tolist(), strict=True)
-            if v != -math.inf
-        ]
+        return self._columns(values.tolist(), indices.tolist())
 
     def summary(self) -> ModelSummary:
         meta = self.model.metadata
@@ -451,16 +462,85 @@ class ServingState:
         )
 
 
+class Ranker(Protocol):
+    """Where batches are ranked: :class:`ThreadRanker` here, or the ranking process of
+    :mod:`services.recommendation.ranker`, which also mirrors every state change the engine
+    reports through the other methods (all called on the event loop, in order)."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def rank(
+        self, state: ServingState, prepared: list[PreparedQuery]
+    ) -> list[RankedItems]: ...
+
+    def begin_load(self, directory: Path) -> object:
+        """A model directory is being loaded; returns a token for the calls below."""
+        ...
+
+    async def wait_loaded(self, token: object) -> None:
+        """Until the model of ``token`` is loaded where batches are ranked (so activating it
+        does not stall requests)."""
+        ...
+
+    def abandon_load(self, token: object) -> None: ...
+
+    def activate(self, token: object, state: ServingState, events: list[StoredEvent]) -> None:
+        """``state`` (built from the model, with ``events`` replayed) is served from now on."""
+        ...
+
+    def apply_events(self, state: ServingState, events: list[StoredEvent]) -> None: ...
+
+    def apply_catalog(
+        self, state: ServingState | None, entries: Sequence[tuple[str, CatalogEntry]]
+    ) -> None: ...
+
+
+class ThreadRanker:
+    """Ranks in a worker thread of the server process (shares the server's GIL)."""
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def rank(self, state: ServingState, prepared: list[PreparedQuery]) -> list[RankedItems]:
+        return await asyncio.to_thread(state.rank, prepared)
+
+    def begin_load(self, directory: Path) -> object:
+        return None
+
+    async def wait_loaded(self, token: object) -> None:
+        pass
+
+    def abandon_load(self, token: object) -> None:
+        pass
+
+    def activate(self, token: object, state: ServingState, events: list[StoredEvent]) -> None:
+        pass
+
+    def apply_events(self, state: ServingState, events: list[StoredEvent]) -> None:
+        pass
+
+    def apply_catalog(
+        self, state: ServingState | None, entries: Sequence[tuple[str, CatalogEntry]]
+    ) -> None:
+        pass
+
+
 class MicroBatcher:
     """Ranks concurrent Recommend calls together: every call that arrived while the previous
     batch was being ranked (plus, with ``window_s`` > 0, those arriving within that window)
     goes into the next batch, scored with one matmul."""
 
-    def __init__(self, window_s: float, max_batch: int) -> None:
+    def __init__(self, ranker: Ranker, window_s: float, max_batch: int) -> None:
+        self.ranker = ranker
         self.window_s = window_s
         self.max_batch = max_batch
         self._queue: asyncio.Queue[
-            tuple[ServingState, _Prepared, asyncio.Future[Recommendation]]
+            tuple[ServingState, PreparedQuery, asyncio.Future[Recommendation]]
         ] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -474,7 +554,7 @@ class MicroBatcher:
                 await self._task
             self._task = None
 
-    async def submit(self, state: ServingState, prepared: _Prepared) -> Recommendation:
+    async def submit(self, state: ServingState, prepared: PreparedQuery) -> Recommendation:
         future: asyncio.Future[Recommendation] = asyncio.get_running_loop().create_future()
         await self._queue.put((state, prepared, future))
         return await future
@@ -495,16 +575,20 @@ class MicroBatcher:
                 groups.setdefault(id(state), []).append(position)
             for positions in groups.values():
                 state = batch[positions[0]][0]
+                prepared = [batch[p][1] for p in positions]
                 try:
-                    results = await asyncio.to_thread(state.rank, [batch[p][1] for p in positions])
+                    ranked = await self.ranker.rank(state, prepared)
                 except Exception as exc:
                     for p in positions:
                         if not batch[p][2].done():
                             batch[p][2].set_exception(exc)
                     continue
-                for p, result in zip(positions, results, strict=True):
+                version = state.model.metadata.version
+                for p, query, items in zip(positions, prepared, ranked, strict=True):
                     if not batch[p][2].done():
-                        batch[p][2].set_result(result)
+                        batch[p][2].set_result(
+                            Recommendation(items, version, query.history is not None, query.unknown)
+                        )
 
 
 @dataclass(frozen=True)
@@ -529,16 +613,19 @@ class RecommendationEngine:
         model_dir: Path | None = None,
         batch_window_s: float = 0.0,
         max_batch: int = 64,
+        ranker: Ranker | None = None,
     ) -> None:
         self.model_root = model_root
         self.store = store
         self.initial_model_dir = model_dir
         self.catalog = Catalog()
         self.state: ServingState | None = None
-        self.batcher = MicroBatcher(batch_window_s, max_batch)
+        self.ranker = ranker or ThreadRanker()
+        self.batcher = MicroBatcher(self.ranker, batch_window_s, max_batch)
         self._reload_lock = asyncio.Lock()
 
     async def start(self) -> None:
+        self.ranker.start()
         self.batcher.start()
         directory = self.initial_model_dir or newest_model_dir(self.model_root)
         if directory is not None:
@@ -546,6 +633,7 @@ class RecommendationEngine:
 
     async def stop(self) -> None:
         await self.batcher.stop()
+        await self.ranker.stop()
 
     def _require_state(self) -> ServingState:
         state = self.state
@@ -597,9 +685,11 @@ class RecommendationEngine:
         fresh = await asyncio.to_thread(self.store.append, stored, received)
         state = self.state
         if state is not None:
-            for event, new in zip(stored, fresh, strict=True):
-                if new:
-                    state.apply_event(event)
+            applied = [event for event, new in zip(stored, fresh, strict=True) if new]
+            for event in applied:
+                state.apply_event(event)
+            if applied:
+                self.ranker.apply_events(state, applied)
         return fresh
 
     def update_catalog(self, entries: Sequence[tuple[str, CatalogEntry]]) -> int:
@@ -609,6 +699,7 @@ class RecommendationEngine:
                 self.catalog.code(entry.category)
             if self.state is not None:
                 self.state.apply_catalog(item_id, entry, self.catalog)
+        self.ranker.apply_catalog(self.state, entries)
         return len(entries)
 
     def model_summary(self) -> ModelSummary:
@@ -623,20 +714,28 @@ class RecommendationEngine:
                     raise FailedPreconditionError(f"no model under {self.model_root}")
             if not (directory / "metadata.json").is_file():
                 raise ValidationError("model_dir", f"{directory} is not a model directory")
+            # The ranking process loads its copy meanwhile.
+            token = self.ranker.begin_load(directory)
             try:
-                model = await asyncio.to_thread(RecommenderModel.load, directory)
-            except Exception as exc:
-                raise FailedPreconditionError(f"loading {directory} failed: {exc}") from exc
-            state = ServingState(model, self.catalog)
-            since = model.metadata.reference_time
-            events, last_row = await asyncio.to_thread(self.store.events_since, since)
-            for event in events:
-                state.apply_event(event)
+                try:
+                    model = await asyncio.to_thread(RecommenderModel.load, directory)
+                except Exception as exc:
+                    raise FailedPreconditionError(f"loading {directory} failed: {exc}") from exc
+                state = ServingState(model, self.catalog)
+                since = model.metadata.reference_time
+                events, last_row = await asyncio.to_thread(self.store.events_since, since)
+                for event in events:
+                    state.apply_event(event)
+                await self.ranker.wait_loaded(token)
+            except BaseException:
+                self.ranker.abandon_load(token)
+                raise
             # Events committed while replaying: fetched and applied in the same loop step as the
-            # swap, so none is missed by the new state.
+            # swap, so none is missed by the new state (nor by its mirror in the ranker).
             later, last_row = self.store.events_since(since, last_row)
             for event in later:
                 state.apply_event(event)
             state.replayed_row = last_row
+            self.ranker.activate(token, state, events + later)
             self.state = state
             return state.summary()

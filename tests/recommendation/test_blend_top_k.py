@@ -231,12 +231,10 @@ def test_serving_rank_equals_the_full_ranking(factors: str, norm_order: bool) ->
     prior, _, recent = state.priors()
     expected = torch.topk(state._full_scores(prepared, prior, recent), 30, dim=1)
     for row, (query, result) in enumerate(zip(queries, results, strict=True)):
-        assert len(result.items) == query.k
-        scores = [item.score for item in result.items]
-        assert scores == pytest.approx(expected.values[row, : query.k].tolist(), rel=1e-5)
-        assert result.personalized == (query.user_id != "nobody")
-    assert results[-2].unknown_item_ids == ["x"]
-    assert not {"item-0", "item-1"} & {item.item_id for item in results[-2].items}
+        assert len(result.item_ids) == len(result.scores) == len(result.categories) == query.k
+        assert result.scores == pytest.approx(expected.values[row, : query.k].tolist(), rel=1e-5)
+    assert prepared[-2].unknown == ["x"]
+    assert not {"item-0", "item-1"} & set(results[-2].item_ids)
 
 
 @pytest.mark.parametrize("factors", ["svd", "random"])
@@ -260,4 +258,4 @@ def test_small_catalogues_take_the_full_path() -> None:
     prior, _, recent = state.priors()
     expected = torch.topk(state._full_scores(prepared, prior, recent), 10, dim=1)
     for row, result in enumerate(state.rank(prepared)):
-        assert [model.item_index[i.item_id] for i in result.items] == expected.indices[row].tolist()
+        assert [model.item_index[i] for i in result.item_ids] == expected.indices[row].tolist()
