@@ -380,8 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.torch_threads)
     conn = Connection(args.fd)
-    with torch.no_grad():
-        RankerChild(conn).run()
+    RankerChild(conn).run()
     conn.close()
     return 0
 
