@@ -49,6 +49,9 @@ MAX_CATEGORIES = 100
 MAX_EXCLUDED = 10_000
 #: Seconds the popularity prior may lag behind feedback (the bar is one second).
 PRIOR_REFRESH_S = 0.25
+#: Seconds between refreshes without feedback, for the time decay alone (30-day half-lives:
+#: a relative change of 1e-6 in this time). A refresh costs about 4.5 ms at 100k items.
+PRIOR_DECAY_REFRESH_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -160,9 +163,10 @@ class ServingState:
         for item_id, entry in catalog.entries.items():
             self.apply_catalog(item_id, entry, catalog)
         self._priors: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None
+        self._prior_at = -math.inf
+        self._popularity_changed = False
         self._bounds: tuple[torch.Tensor, tuple[torch.Tensor, list[float]]] | None = None
         self.norm_order_pays = self._probe_norm_order()
-        self._prior_at = -math.inf
         self.replayed_row = 0
 
     def now(self) -> float:
@@ -191,7 +195,7 @@ class ServingState:
             history.add(index, when, event.event_type, self.model.input_weight(when))
         weight = EVENT_WEIGHTS.get(event.event_type, 1.0)
         self.popularity.add(np.asarray([index]), np.asarray([when]), np.asarray([weight]))
-        self._prior_at = -math.inf
+        self._popularity_changed = True
 
     def base_history(self, user_id: str) -> UserHistory | None:
         user = self.model.user_index.get(user_id)
@@ -220,11 +224,18 @@ class ServingState:
 
     def priors(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         """The blend's popularity term, its block maxima (for :func:`blend_top_k`) and the
-        cold-start popularity, refreshed at most every 0.25 s (feedback marks them stale at
-        once)."""
+        cold-start popularity: refreshed within 0.25 s of feedback, otherwise every 5 s for the
+        time decay (refreshing on every batch after an event cost 4.5 ms a batch under a
+        feedback stream)."""
         now_wall = time.monotonic()
         priors = self._priors
-        if priors is None or now_wall - self._prior_at > PRIOR_REFRESH_S:
+        age = now_wall - self._prior_at
+        if (
+            priors is None
+            or age > PRIOR_DECAY_REFRESH_S
+            or (self._popularity_changed and age > PRIOR_REFRESH_S)
+        ):
+            self._popularity_changed = False
             now = self.now()
             prior = torch.from_numpy(self.popularity.blend(now))
             priors = (prior, block_maxima(prior, SCORE_BLOCK), self.popularity.recent(now))
@@ -259,7 +270,8 @@ class ServingState:
     # made here (measured: 13% less CPU per batch of 1, 10% per batch of 6).
     @torch.inference_mode()
     def rank(self, prepared: Sequence[PreparedQuery]) -> list[RankedItems]:
-        """Score, filter and rank a batch with one matmul (runs in a worker thread).
+        """Score, filter and rank a batch with one matmul (in the ranking process, or a worker
+        thread of the server).
 
         For low-rank models with norm structure (see :meth:`_probe_norm_order`), users with
         history and no catalogue-wide mask (category, in-stock) go through

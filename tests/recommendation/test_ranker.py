@@ -15,6 +15,7 @@ import pytest
 
 from services.recommendation.bench import synthetic_model
 from services.recommendation.engine import (
+    PRIOR_REFRESH_S,
     CatalogEntry,
     FeedbackInput,
     ItemFilter,
@@ -88,6 +89,8 @@ async def drive(served: RecommendationEngine, model: RecommenderModel) -> list[l
     ]
     events.append(FeedbackInput("e-click", model.user_ids[0], model.item_ids[5], 2, 1, None))
     assert await served.record(events) == [True] * len(events)
+    # Past the popularity refresh, so both engines rank with the new popularity.
+    await asyncio.sleep(PRIOR_REFRESH_S + 0.05)
     rounds.append(await answers(served, queries))
     return rounds
 
