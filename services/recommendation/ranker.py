@@ -131,19 +131,25 @@ class ProcessRanker:
         env = dict(os.environ)
         # The child imports this package from where this process did.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.recommendation.ranker",
-                "--fd",
-                str(child.fileno()),
-                "--torch-threads",
-                str(self.torch_threads),
-            ],
-            pass_fds=(child.fileno(),),
-            env=env,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "services.recommendation.ranker",
+                    "--fd",
+                    str(child.fileno()),
+                    "--torch-threads",
+                    str(self.torch_threads),
+                ],
+                pass_fds=(child.fileno(),),
+                env=env,
+            )
+        except OSError as exc:
+            parent.close()
+            child.close()
+            log.error("ranking process did not start; ranking in the server", error=str(exc))
+            return
         child.close()
         self._conn = Connection(parent.detach())
         asyncio.get_running_loop().add_reader(self._conn.fileno(), self._on_readable)

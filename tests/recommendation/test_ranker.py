@@ -162,3 +162,13 @@ async def test_a_dead_child_fails_over_to_the_server(
             await asyncio.sleep(0.02)
         assert not ranker.alive
         assert [a[1:] for a in await answers(served, queries)] == [b[1:] for b in before]
+
+
+async def test_a_child_that_cannot_start_leaves_ranking_in_the_server(
+    tmp_path: Path, model_dir: Path, model: RecommenderModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-such-python"))
+    async with engine(model_dir.parent, model_dir, tmp_path, in_process=True) as served:
+        assert isinstance(served.ranker, ProcessRanker) and not served.ranker.alive
+        answered = await answers(served, uncategorised(model))
+        assert all(a[1] for a in answered) and served.ranker.batches_ranked == 0
