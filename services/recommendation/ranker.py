@@ -71,6 +71,10 @@ log = structlog.get_logger("shoptwin.recommendation.ranker")
 #: the old model are still ranked with it during a reload).
 KEPT_STATES = 2
 
+#: Seconds a reload waits for the child's copy of the model before ranking that model in the
+#: server instead (the server's own load has finished by then).
+LOAD_TIMEOUT_S = 300.0
+
 #: What a query needs in the child: k, in-stock-only, history, banned items, allowed category
 #: codes (the rest of a query stays with the server).
 WireQuery = tuple[int, bool, HistoryBatch | None, np.ndarray, np.ndarray | None]
@@ -191,7 +195,15 @@ class ProcessRanker:
     async def wait_loaded(self, token: object) -> None:
         assert isinstance(token, int)
         future = self._loads.get(token)
-        if future is not None and await future:
+        if future is None:
+            return
+        try:
+            loaded = await asyncio.wait_for(asyncio.shield(future), LOAD_TIMEOUT_S)
+        except TimeoutError:
+            log.error("ranking process did not load a model in time; ranking it here")
+            self.abandon_load(token)
+            return
+        if loaded:
             self._usable.add(token)
 
     def abandon_load(self, token: object) -> None:

@@ -172,3 +172,13 @@ async def test_a_child_that_cannot_start_leaves_ranking_in_the_server(
         assert isinstance(served.ranker, ProcessRanker) and not served.ranker.alive
         answered = await answers(served, uncategorised(model))
         assert all(a[1] for a in answered) and served.ranker.batches_ranked == 0
+
+
+async def test_a_model_the_child_is_slow_to_load_is_ranked_in_the_server(
+    tmp_path: Path, model_dir: Path, model: RecommenderModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.recommendation.ranker.LOAD_TIMEOUT_S", 0.0)
+    async with engine(model_dir.parent, model_dir, tmp_path, in_process=True) as served:
+        assert isinstance(served.ranker, ProcessRanker) and served.ranker.alive
+        answered = await answers(served, uncategorised(model))
+        assert all(a[1] for a in answered) and served.ranker.batches_ranked == 0
