@@ -5,10 +5,11 @@ calls answer UNAVAILABLE "no model loaded" until ReloadModel finds one."""
 from __future__ import annotations
 
 from grpc import aio
+from prometheus_client import CollectorRegistry
 
 from services.recommendation.config import RecommendationOptions
 from services.recommendation.engine import RecommendationEngine, ThreadRanker
-from services.recommendation.ranker import ProcessRanker
+from services.recommendation.ranker import ProcessRanker, RankerMetrics
 from services.recommendation.server import RecommendationServicer
 from services.recommendation.store import FeedbackStore
 from services.runtime.config import ServerSettings
@@ -24,6 +25,11 @@ class RecommendationApp:
         self.options = options
         self.engine: RecommendationEngine | None = None
         self._store: FeedbackStore | None = None
+        self._ranker_metrics: RankerMetrics | None = None
+
+    def bind_metrics(self, registry: CollectorRegistry | None) -> None:
+        """The ranking process's state next to the runtime's RPC metrics."""
+        self._ranker_metrics = RankerMetrics.create(registry)
 
     async def start(self) -> None:
         import torch
@@ -38,7 +44,7 @@ class RecommendationApp:
             model_dir=self.options.model_dir,
             batch_window_s=self.options.batch_window_ms / 1000.0,
             max_batch=self.options.max_batch,
-            ranker=ProcessRanker(self.options.torch_threads)
+            ranker=ProcessRanker(self.options.torch_threads, metrics=self._ranker_metrics)
             if self.options.ranking_process
             else ThreadRanker(),
         )

@@ -45,12 +45,14 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.recommendation.engine import (
     Catalog,
@@ -80,6 +82,32 @@ LOAD_TIMEOUT_S = 300.0
 WireQuery = tuple[int, bool, HistoryBatch | None, np.ndarray, np.ndarray | None]
 
 
+@dataclass(frozen=True)
+class RankerMetrics:
+    """Whether the ranking process is up, and where batches were ranked (an alert on
+    ``where="server"`` growing catches a fail-over)."""
+
+    up: Gauge
+    batches: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None) -> RankerMetrics:
+        return cls(
+            Gauge(
+                "shoptwin_recommendation_ranking_process_up",
+                "1 while the ranking process serves this server's batches (summed over workers)",
+                multiprocess_mode="livesum",
+                registry=registry,
+            ),
+            Counter(
+                "shoptwin_recommendation_ranked_batches",
+                "Recommend batches ranked, by where: the ranking process or the server",
+                ["where"],
+                registry=registry,
+            ),
+        )
+
+
 class RankerGone(Exception):
     """The ranking process exited or could not rank a batch."""
 
@@ -105,8 +133,9 @@ class ProcessRanker:
     the child, mirrors state changes to it, ranks batches there, and ranks in a thread of its
     own when the child cannot. Every method runs on the event loop thread."""
 
-    def __init__(self, torch_threads: int = 1) -> None:
+    def __init__(self, torch_threads: int = 1, *, metrics: RankerMetrics | None = None) -> None:
         self.torch_threads = torch_threads
+        self.metrics = metrics
         self.fallback = ThreadRanker()
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -158,6 +187,8 @@ class ProcessRanker:
         self._conn = Connection(parent.detach())
         asyncio.get_running_loop().add_reader(self._conn.fileno(), self._on_readable)
         self.alive = True
+        if self.metrics is not None:
+            self.metrics.up.set(1)
         log.info("ranking process started", pid=self._process.pid)
 
     async def stop(self) -> None:
@@ -180,10 +211,18 @@ class ProcessRanker:
             self._pending[batch] = future
             self._send(("rank", batch, serial, to_wire(prepared)))
             try:
-                return await future
+                ranked = await future
             except RankerGone as exc:
                 log.warning("ranking in the server", reason=str(exc))
+            else:
+                self._count("process")
+                return ranked
+        self._count("server")
         return await self.fallback.rank(state, prepared)
+
+    def _count(self, where: str) -> None:
+        if self.metrics is not None:
+            self.metrics.batches.labels(where=where).inc()
 
     def begin_load(self, directory: Path) -> object:
         serial = next(self._serials)
@@ -272,6 +311,8 @@ class ProcessRanker:
         if not self.alive:
             return
         self.alive = False
+        if self.metrics is not None:
+            self.metrics.up.set(0)
         if reason is not None:
             log.error("ranking process lost; ranking in the server from now on", reason=reason)
         conn = self._conn

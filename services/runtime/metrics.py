@@ -44,6 +44,9 @@ class RpcMetrics:
     requests: Counter
     latency: Histogram
     in_flight: Gauge
+    #: Where a service registers metrics of its own (None in a worker of a multi-process
+    #: server: its samples go to the multiprocess files the parent sums).
+    registry: CollectorRegistry | None = None
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> RpcMetrics:
@@ -72,7 +75,7 @@ class RpcMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
-        return cls(requests, latency, in_flight)
+        return cls(requests, latency, in_flight, registry)
 
 
 def serve_metrics(port: int, host: str, registry: CollectorRegistry) -> None:

@@ -138,6 +138,10 @@ class ServiceServer:
         """Build the app, bind the port and report SERVING. Returns the bound port."""
         settings = self.settings
         app = self.definition.load_factory()(settings, self.options)
+        # Optional for an app (not part of ServiceApp): metrics of its own, next to the RPC ones.
+        bind_metrics = getattr(app, "bind_metrics", None)
+        if bind_metrics is not None and self._metrics is not None:
+            bind_metrics(self._metrics.registry)
         await app.start()
         self._app = app
         interceptors: list[aio.ServerInterceptor] = [

@@ -12,8 +12,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from services.recommendation.bench import synthetic_model
+from services.recommendation.config import RecommendationOptions
 from services.recommendation.engine import (
     PRIOR_REFRESH_S,
     CatalogEntry,
@@ -26,6 +28,10 @@ from services.recommendation.engine import (
 from services.recommendation.model import RecommenderModel
 from services.recommendation.ranker import ProcessRanker
 from services.recommendation.store import FeedbackStore
+from services.runtime.metrics import RpcMetrics
+from services.runtime.testing import running_service
+from shoptwin.v1 import recommendation_pb2 as pb
+from shoptwin.v1 import recommendation_pb2_grpc as pb_grpc
 
 
 @asynccontextmanager
@@ -182,3 +188,33 @@ async def test_a_model_the_child_is_slow_to_load_is_ranked_in_the_server(
         assert isinstance(served.ranker, ProcessRanker) and served.ranker.alive
         answered = await answers(served, uncategorised(model))
         assert all(a[1] for a in answered) and served.ranker.batches_ranked == 0
+
+
+async def test_metrics_show_where_batches_are_ranked(
+    tmp_path: Path, model_dir: Path, model: RecommenderModel
+) -> None:
+
+    registry = CollectorRegistry()
+
+    def sample(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    options = RecommendationOptions(model_dir=model_dir)
+    async with running_service(
+        "recommendation", options, data_dir=tmp_path, metrics=RpcMetrics.create(registry)
+    ) as svc:
+        stub = pb_grpc.RecommendationServiceStub(svc.channel)
+        await stub.Recommend(pb.RecommendRequest(user_id=model.user_ids[0], k=5))
+        assert sample("shoptwin_recommendation_ranking_process_up") == 1.0
+        assert sample("shoptwin_recommendation_ranked_batches_total", where="process") >= 1
+        ranker = svc.server.app.engine.ranker  # type: ignore[attr-defined]
+        assert isinstance(ranker, ProcessRanker) and ranker.pid is not None
+        os.kill(ranker.pid, signal.SIGKILL)
+        for _ in range(100):
+            if not ranker.alive:
+                break
+            await asyncio.sleep(0.02)
+        reply = await stub.Recommend(pb.RecommendRequest(user_id=model.user_ids[0], k=5))
+        assert len(reply.items) == 5
+        assert sample("shoptwin_recommendation_ranking_process_up") == 0.0
+        assert sample("shoptwin_recommendation_ranked_batches_total", where="server") >= 1
