@@ -99,9 +99,11 @@ class Batching:
     #: load are much slower than back-to-back closed-loop ones.
     wake_ms: float = 0.0
     #: Event-loop time per call (receive, parse, respond: what the bare echo server spends on
-    #: a call) that the batch thread waits for: in Python both need the GIL, so every call
-    #: arriving while a batch runs lengthens that batch by ``loop_ms`` (and calls arriving in
-    #: the extra time lengthen it again). A closed-loop ladder never shows this (its event
+    #: a call) that the batch waits for: through the GIL when the batch runs in a thread of the
+    #: server (intent), through the cores when it runs in a process of its own on a busy
+    #: machine (recommendation's ranking process). Every call arriving while a batch runs
+    #: lengthens that batch by ``loop_ms`` (and calls arriving in the extra time lengthen it
+    #: again). A closed-loop ladder never shows this (its event
     #: loop idles while the batch runs, all callers being in it), open-loop load does: without
     #: it the model put recommendation's knee 10-20 % too high and its p95 25-35 % too low
     #: at two thirds of the knee.

@@ -118,6 +118,20 @@ class Catalog:
         return self.category_codes[category]
 
 
+def update_catalog(
+    catalog: Catalog, state: ServingState | None, entries: Sequence[tuple[str, CatalogEntry]]
+) -> None:
+    """Record ``entries`` in ``catalog`` and reflect them in ``state``. New categories get codes
+    in arrival order, so two catalogues fed the same updates (the server's and the ranking
+    process's) code them alike."""
+    for item_id, entry in entries:
+        catalog.entries[item_id] = entry
+        if entry.category:
+            catalog.code(entry.category)
+        if state is not None:
+            state.apply_catalog(item_id, entry, catalog)
+
+
 @dataclass
 class PreparedQuery:
     """What one query needs from the live state, snapshotted on the event loop."""
@@ -298,36 +312,35 @@ class ServingState:
             banned = [prepared[row].banned for row in fast]
             item_item = self.model.item_item
             found: tuple[torch.Tensor, torch.Tensor] | None = None
-            with torch.no_grad():
-                *found_lowrank, unfinished = lowrank_top_k(
+            *found_lowrank, unfinished = lowrank_top_k(
+                item_item,
+                self.model.weights,
+                self._prior_bounds(prior),
+                prior,
+                batch,
+                self.now(),
+                k_max,
+                banned,
+            )
+            found = (found_lowrank[0], found_lowrank[1])
+            if unfinished:
+                # No norm structure to exploit for these: the block bounds instead.
+                full = blend_top_k(
                     item_item,
                     self.model.weights,
-                    self._prior_bounds(prior),
                     prior,
-                    batch,
+                    prior_block_max,
+                    HistoryBatch.concat(
+                        [prepared[fast[row]].history for row in unfinished]  # type: ignore[misc]
+                    ),
                     self.now(),
                     k_max,
-                    banned,
+                    [banned[row] for row in unfinished],
                 )
-                found = (found_lowrank[0], found_lowrank[1])
-                if unfinished:
-                    # No norm structure to exploit for these: the block bounds instead.
-                    full = blend_top_k(
-                        item_item,
-                        self.model.weights,
-                        prior,
-                        prior_block_max,
-                        HistoryBatch.concat(
-                            [prepared[fast[row]].history for row in unfinished]  # type: ignore[misc]
-                        ),
-                        self.now(),
-                        k_max,
-                        [banned[row] for row in unfinished],
-                    )
-                    if full is None:
-                        found = None
-                    else:
-                        found[0][unfinished], found[1][unfinished] = full
+                if full is None:
+                    found = None
+                else:
+                    found[0][unfinished], found[1][unfinished] = full
             if found is None:
                 fast = []
             elif len(fast) == size:
@@ -708,12 +721,7 @@ class RecommendationEngine:
         return fresh
 
     def update_catalog(self, entries: Sequence[tuple[str, CatalogEntry]]) -> int:
-        for item_id, entry in entries:
-            self.catalog.entries[item_id] = entry
-            if entry.category:
-                self.catalog.code(entry.category)
-            if self.state is not None:
-                self.state.apply_catalog(item_id, entry, self.catalog)
+        update_catalog(self.catalog, self.state, entries)
         self.ranker.apply_catalog(self.state, entries)
         return len(entries)
 

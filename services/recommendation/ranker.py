@@ -63,6 +63,7 @@ from services.recommendation.engine import (
     RankedItems,
     ServingState,
     ThreadRanker,
+    update_catalog,
 )
 from services.recommendation.model import HistoryBatch, RecommenderModel
 from services.recommendation.store import StoredEvent
@@ -385,12 +386,7 @@ class RankerChild:
         elif kind == "catalog":
             _, serial, entries = message
             state = self.states.get(serial) if serial is not None else None
-            for item_id, entry in entries:
-                self.catalog.entries[item_id] = entry
-                if entry.category:
-                    self.catalog.code(entry.category)
-                if state is not None:
-                    state.apply_catalog(item_id, entry, self.catalog)
+            update_catalog(self.catalog, state, entries)
         elif kind == "fetch":
             _, serial, model_dir = message
             future = self.loader.submit(RecommenderModel.load, Path(model_dir))
