@@ -21,7 +21,7 @@ from services.intent.encoder import load_tokenizer
 from services.intent.inference import IntentModel
 from services.intent.pipeline import IntentPipeline, Request
 from services.intent.training import TOKENIZER_FILE
-from services.runtime.bench import closed_loop
+from services.runtime.bench import closed_loop, settle_heap
 from services.runtime.client import ChannelOptions, create_aio_channel
 from services.runtime.process import ServiceProcess, free_port
 from shoptwin.v1 import intent_pb2, intent_pb2_grpc
@@ -128,6 +128,7 @@ def run_intent_bench(
     """Everything ``bench intent`` reports, as JSON-ready dicts."""
     messages = sample_messages()
     in_process = measure_in_process(model_dir, messages, calls=calls, threads=threads)
+    settle_heap()
     echo = start_echo_process()
     intent = ServiceProcess(
         "intent",

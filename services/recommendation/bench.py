@@ -36,7 +36,7 @@ from services.recommendation.model import (
     ModelMetadata,
     RecommenderModel,
 )
-from services.runtime.bench import LatencyStats, closed_loop, summarize
+from services.runtime.bench import LatencyStats, closed_loop, settle_heap, summarize
 
 FACTORS = ("svd", "random")
 
@@ -279,6 +279,8 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
         with torch.no_grad():
             torch.set_num_threads(1)  # as the service ranks
             check = ranking_check(model, k=args.k)
+        del model
+        settle_heap()
         echo = start_echo_process()
         service = ServiceProcess(
             "recommendation",

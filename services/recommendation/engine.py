@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import time
 from collections.abc import Sequence
@@ -761,4 +762,8 @@ class RecommendationEngine:
             state.replayed_row = last_row
             self.ranker.activate(token, state, events + later)
             self.state = state
+            # The new model's objects live until the next reload: freeze them, as the server
+            # froze the first model's, so full collections while serving do not rescan them
+            # (a 56 ms pause at 100k items). The old model is freed by reference counting.
+            gc.freeze()
             return state.summary()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import queue
@@ -417,6 +418,9 @@ class RankerChild:
             self.states[serial] = state
             while len(self.states) > KEPT_STATES:
                 self.states.popitem(last=False)
+            # As the server does after a swap: a full collection among the model's objects
+            # would stop ranking for ~60 ms at 100k items.
+            gc.freeze()
         except Exception as exc:  # reported; batches for this serial then fail over
             error = f"{type(exc).__name__}: {exc}"
         self._reply(("state", serial, error))
