@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.runtime.bench import LatencyStats, closed_loop
+from services.runtime.bench import LatencyStats, closed_loop, open_loop
 from services.runtime.client import ChannelOptions, create_aio_channel
 from services.runtime.process import ServiceProcess, free_port
 from shoptwin.v1 import echo_pb2, echo_pb2_grpc
@@ -49,5 +49,23 @@ async def measure_echo(
             )
             await asyncio.sleep(0.2)
         return results
+    finally:
+        await channel.close(None)
+
+
+async def measure_echo_open_loop(
+    target: str, rate: float, *, duration_s: float, payload_bytes: int = 64
+) -> LatencyStats:
+    """Echo calls arriving at ``rate`` per second (open loop): the latency the runtime, the
+    load generator and the machine give any service at that rate."""
+    channel = create_aio_channel(target, ChannelOptions())
+    try:
+        stub = echo_pb2_grpc.EchoServiceStub(channel)
+        request = echo_pb2.EchoRequest(payload=b"x" * payload_bytes)
+
+        async def call(_index: int) -> None:
+            await stub.Echo(request)
+
+        return await open_loop("echo@rate", call, rate=rate, duration_s=duration_s)
     finally:
         await channel.close(None)

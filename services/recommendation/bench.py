@@ -36,7 +36,7 @@ from services.recommendation.model import (
     ModelMetadata,
     RecommenderModel,
 )
-from services.runtime.bench import LatencyStats, closed_loop, settle_heap, summarize
+from services.runtime.bench import LatencyStats, closed_loop, open_loop, settle_heap
 
 FACTORS = ("svd", "random")
 
@@ -191,41 +191,6 @@ def ranking_check(
     return out
 
 
-async def open_loop(
-    label: str, call: Any, *, rate: float, duration_s: float, warmup_s: float = 0.5
-) -> LatencyStats:
-    """Arrivals at a fixed rate whether or not earlier calls finished (no coordinated omission)."""
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    errors = 0
-    tasks: list[asyncio.Task[None]] = []
-    start = loop.time()
-    measure_from = start + warmup_s
-
-    async def one(index: int, scheduled: float) -> None:
-        nonlocal errors
-        try:
-            await call(index)
-        except Exception:
-            if scheduled >= measure_from:
-                errors += 1
-            return
-        if scheduled >= measure_from:
-            # Latency from the scheduled arrival, so queueing before the send counts.
-            latencies.append(loop.time() - scheduled)
-
-    total = int(rate * (duration_s + warmup_s))
-    for index in range(total):
-        scheduled = start + index / rate
-        delay = scheduled - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(index, scheduled)))
-    await asyncio.gather(*tasks)
-    stats = summarize(label, 0, latencies, errors, duration_s)
-    return stats
-
-
 async def _measure_recommend(
     target: str,
     users: int,
@@ -264,7 +229,7 @@ async def _measure_recommend(
 
 def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
     """Build the synthetic model, serve it and echo in child processes, measure, report."""
-    from services.echo.bench import measure_echo, start_echo_process
+    from services.echo.bench import measure_echo, measure_echo_open_loop, start_echo_process
     from services.runtime.bench import render_table, run_metadata, write_json
     from services.runtime.process import ServiceProcess, free_port
 
@@ -297,6 +262,7 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
             ],
         )
         service.start()
+        echo_half: LatencyStats | None = None
         try:
             service.wait_serving(120)
             echo_stats = asyncio.run(
@@ -305,6 +271,13 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
             rec_stats, half = asyncio.run(
                 _measure_recommend(service.target, args.users, args.k, concurrencies, args.duration)
             )
+            # Echo at the same arrival rate: what gRPC, the load generator and this machine
+            # alone cost in latency there, the baseline for the open loop's p99.
+            if half is not None:
+                rate = max(s.qps for s in rec_stats) / 2
+                echo_half = asyncio.run(
+                    measure_echo_open_loop(echo.target, rate, duration_s=args.duration)
+                )
         finally:
             service.stop()
             echo.stop()
@@ -340,6 +313,7 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
         "levels": rows,
         "max_qps_ratio": best_ratio,
         "half_max_open_loop": half.as_dict() if half else None,
+        "half_max_echo_open_loop": echo_half.as_dict() if echo_half else None,
         "echo": [s.as_dict() for s in echo_stats],
         "recommend": [s.as_dict() for s in rec_stats],
     }
@@ -376,6 +350,11 @@ def run_benchmark(args: argparse.Namespace, concurrencies: list[int]) -> int:
         print(
             f"open loop at half the max Recommend QPS ({half.qps:.0f}/s achieved): "
             f"p50 {half.p50_ms:.2f} ms, p99 {half.p99_ms:.2f} ms, errors {half.errors}"
+        )
+    if echo_half is not None:
+        print(
+            f"echo open loop at the same rate ({echo_half.qps:.0f}/s achieved): "
+            f"p50 {echo_half.p50_ms:.2f} ms, p99 {echo_half.p99_ms:.2f} ms"
         )
     if args.json_path:
         write_json(args.json_path, payload)

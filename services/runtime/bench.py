@@ -124,6 +124,46 @@ async def closed_loop(
     return summarize(label, concurrency, latencies, errors, duration_s)
 
 
+async def open_loop(
+    label: str,
+    call: Callable[[int], Awaitable[Any]],
+    *,
+    rate: float,
+    duration_s: float,
+    warmup_s: float = 0.5,
+) -> LatencyStats:
+    """Arrivals at a fixed rate whether or not earlier calls finished (no coordinated omission)."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors = 0
+    tasks: list[asyncio.Task[None]] = []
+    start = loop.time()
+    measure_from = start + warmup_s
+
+    async def one(index: int, scheduled: float) -> None:
+        nonlocal errors
+        try:
+            await call(index)
+        except Exception:
+            if scheduled >= measure_from:
+                errors += 1
+            return
+        if scheduled >= measure_from:
+            # Latency from the scheduled arrival, so queueing before the send counts.
+            latencies.append(loop.time() - scheduled)
+
+    total = int(rate * (duration_s + warmup_s))
+    for index in range(total):
+        scheduled = start + index / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(index, scheduled)))
+    await asyncio.gather(*tasks)
+    stats = summarize(label, 0, latencies, errors, duration_s)
+    return stats
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
