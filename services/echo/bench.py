@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from services.runtime.bench import LatencyStats, closed_loop, open_loop
@@ -25,6 +26,24 @@ def start_echo_process(log_path: Path | None = None) -> ServiceProcess:
     return proc
 
 
+@asynccontextmanager
+async def echo_caller(
+    target: str, payload_bytes: int, options: ChannelOptions | None = None
+) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """``call(index)`` sending one Echo of ``payload_bytes`` over one channel, closed after."""
+    channel = create_aio_channel(target, options or ChannelOptions())
+    try:
+        stub = echo_pb2_grpc.EchoServiceStub(channel)
+        request = echo_pb2.EchoRequest(payload=b"x" * payload_bytes)
+
+        async def call(_index: int) -> None:
+            await stub.Echo(request)
+
+        yield call
+    finally:
+        await channel.close(None)
+
+
 async def measure_echo(
     target: str,
     concurrencies: Sequence[int],
@@ -34,14 +53,7 @@ async def measure_echo(
     options: ChannelOptions | None = None,
 ) -> list[LatencyStats]:
     """Closed-loop echo throughput and latency at each concurrency, over one reused channel."""
-    channel = create_aio_channel(target, options or ChannelOptions())
-    try:
-        stub = echo_pb2_grpc.EchoServiceStub(channel)
-        request = echo_pb2.EchoRequest(payload=b"x" * payload_bytes)
-
-        async def call(_index: int) -> None:
-            await stub.Echo(request)
-
+    async with echo_caller(target, payload_bytes, options) as call:
         results = []
         for concurrency in concurrencies:
             results.append(
@@ -49,8 +61,6 @@ async def measure_echo(
             )
             await asyncio.sleep(0.2)
         return results
-    finally:
-        await channel.close(None)
 
 
 async def measure_echo_open_loop(
@@ -58,14 +68,5 @@ async def measure_echo_open_loop(
 ) -> LatencyStats:
     """Echo calls arriving at ``rate`` per second (open loop): the latency the runtime, the
     load generator and the machine give any service at that rate."""
-    channel = create_aio_channel(target, ChannelOptions())
-    try:
-        stub = echo_pb2_grpc.EchoServiceStub(channel)
-        request = echo_pb2.EchoRequest(payload=b"x" * payload_bytes)
-
-        async def call(_index: int) -> None:
-            await stub.Echo(request)
-
+    async with echo_caller(target, payload_bytes) as call:
         return await open_loop("echo@rate", call, rate=rate, duration_s=duration_s)
-    finally:
-        await channel.close(None)

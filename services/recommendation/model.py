@@ -273,10 +273,7 @@ def repeat_term(weights: BlendWeights, batch: HistoryBatch, now: float) -> torch
     ``alpha`` (the blend's third term, nonzero only on a user's own items)."""
     days = np.maximum((now - batch.last_times) / DAY, 0.0)
     repeat = (batch.counts * np.exp(-days / weights.tau_repeat_days)).astype(np.float32)
-    row_max = np.zeros(batch.size, dtype=np.float32)
-    if batch.rows.size:  # rows ascend (see HistoryBatch): one reduceat per row
-        present, starts = np.unique(batch.rows, return_index=True)
-        row_max[present] = np.maximum.reduceat(repeat, starts)
+    row_max = _per_row(np.maximum, repeat, batch.rows, batch.size)
     scale = np.float32(weights.alpha) / np.maximum(row_max, np.float32(1e-9))
     return torch.from_numpy(scale[batch.rows] * repeat)
 
@@ -439,11 +436,8 @@ def lowrank_top_k(
     size = batch.size
     rows, items = batch.rows, batch.items
     # x_u @ P over the user's few items (rows ascending, see HistoryBatch).
-    query = np.zeros((size, item_item.left.shape[1]), dtype=np.float32)
-    if rows.size:
-        present, starts = np.unique(rows, return_index=True)
-        weighted = item_item.left.numpy()[items] * batch.input_weights[:, None]
-        query[present] = np.add.reduceat(weighted, starts, axis=0)
+    weighted = item_item.left.numpy()[items] * batch.input_weights[:, None]
+    query = _per_row(np.add, weighted, rows, size)
     query_norm = np.sqrt(np.einsum("ij,ij->i", query, query))
     prior_ordered = prior_bounds[0].numpy()
     prior_suffix = prior_bounds[1]
@@ -471,9 +465,9 @@ def lowrank_top_k(
         raw = (torch.from_numpy(act_query) @ order.right_t[:, start:end]).numpy()
         pieces.append((None if act_rows.size == size else act_rows, start, end, raw))
         np.maximum(act_max, raw.max(axis=1), out=act_max)
-        width = raw.shape[1]
-        chunk_top = np.partition(raw, width - min(need_max, width), axis=1)
-        candidates = np.concatenate([act_top, chunk_top[:, width - min(need_max, width) :]], 1)
+        cut = raw.shape[1] - min(need_max, raw.shape[1])  # from here on: the chunk's top
+        chunk_top = np.partition(raw, cut, axis=1)[:, cut:]
+        candidates = np.concatenate([act_top, chunk_top], axis=1)
         candidates.sort(axis=1)
         act_top = candidates[:, -need_max:]
         bound = act_norm * norms[end]
@@ -561,6 +555,17 @@ def lowrank_top_k(
     row_index = np.arange(size)[:, None]
     ids = merged_ids[row_index, picked][row_index, by_score]
     return torch.from_numpy(values[row_index, by_score]), torch.from_numpy(ids), unfinished
+
+
+def _per_row(reduce: np.ufunc, values: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    """``reduce`` (``np.add``, ``np.maximum``) over each row's entries of ``values``, 0 for a
+    row without entries. ``rows`` ascend (see :class:`HistoryBatch`), so one ``reduceat``
+    does it."""
+    out = np.zeros((size, *values.shape[1:]), dtype=np.float32)
+    if rows.size:
+        present, starts = np.unique(rows, return_index=True)
+        out[present] = reduce.reduceat(values, starts, axis=0)
+    return out
 
 
 def _top_unsorted(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -160,8 +160,7 @@ async def open_loop(
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(index, scheduled)))
     await asyncio.gather(*tasks)
-    stats = summarize(label, 0, latencies, errors, duration_s)
-    return stats
+    return summarize(label, 0, latencies, errors, duration_s)
 
 
 def git_commit() -> str:
