@@ -15,6 +15,7 @@ from array import array
 from collections import deque
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,10 @@ class RpcCalibration:
 @dataclass(frozen=True)
 class Batching:
     """A batcher: a free worker takes up to ``max_batch`` queued requests, waiting up to
-    ``max_wait_ms`` for more when fewer are queued.
+    ``max_wait_ms`` for more when fewer are queued. With ``grow_to_previous`` (the
+    recommendation service's batcher) it waits only after a batch of more than one request,
+    and only until as many requests as that batch held are queued or the oldest has been
+    queued ``max_wait_ms``.
 
     A batch of ``n`` items takes ``a + b·n`` with ``a`` drawn from the RPC's distribution
     (``mean_ms``, ``cv``) and ``b`` its ``per_item_ms``, or ``T(n)`` from the RPC's measured
@@ -94,6 +98,7 @@ class Batching:
     max_batch: int = 32
     max_wait_ms: float = 2.0
     variability: str = "fixed"
+    grow_to_previous: bool = False
     #: Extra time of a batch that starts on an idle batcher (the worker thread and the event
     #: loop woken from sleep). Measured on this VM it is milliseconds: open-loop calls at light
     #: load are much slower than back-to-back closed-loop ones.
@@ -163,6 +168,12 @@ def _number(value: Any, key: str, minimum: float = 0.0) -> float:
     if value < minimum:
         raise CalibrationError(f"{key}: must be >= {minimum}")
     return float(value)
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise CalibrationError(f"{key}: expected true or false")
+    return value
 
 
 def _load_dependence(value: Any, key: str) -> tuple[Mapping[str, float], ...]:
@@ -274,6 +285,8 @@ def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
                 "max_wait_ms": svc.batching.max_wait_ms,
                 "variability": svc.batching.variability,
             }
+            if svc.batching.grow_to_previous:
+                batching["grow_to_previous"] = True
             if svc.batching.wake_ms:
                 batching["wake_ms"] = svc.batching.wake_ms
             if svc.batching.loop_ms:
@@ -334,6 +347,9 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 max_batch=int(_number(b.get("max_batch", 32), f"{key}.batching.max_batch", 1)),
                 max_wait_ms=_number(b.get("max_wait_ms", 0.0), f"{key}.batching.max_wait_ms"),
                 variability=variability,
+                grow_to_previous=_flag(
+                    b.get("grow_to_previous", False), f"{key}.batching.grow_to_previous"
+                ),
                 wake_ms=_number(b.get("wake_ms", 0.0), f"{key}.batching.wake_ms"),
                 loop_ms=_number(b.get("loop_ms", 0.0), f"{key}.batching.loop_ms"),
                 rpcs=_rpc_names(b.get("rpcs", []), f"{key}.batching.rpcs", rpcs),
@@ -455,6 +471,11 @@ class RpcStats:
     failed_network: int = 0
 
 
+def _trigger(event: simpy.Event, _: object) -> None:
+    if not event.triggered:
+        event.succeed()
+
+
 class Station:
     """One service: ``workers`` servers in front of which requests queue (FCFS), optionally
     through a batcher. Records busy time per window for utilisation."""
@@ -489,6 +510,10 @@ class Station:
         )
         self._queue: deque[tuple[str, int, float, simpy.Event]] = deque()
         self._idle: list[simpy.Event] = []
+        #: While a worker waits for its batch to grow (``Batching.grow_to_previous``): the
+        #: event to trigger once ``_wanted`` requests are queued.
+        self._gathered: simpy.Event | None = None
+        self._wanted = 0
         #: Calls that have reached the service (for the event-loop share, ``loop_ms``).
         self._arrivals = 0
         if self._batching is not None:
@@ -515,6 +540,9 @@ class Station:
             self._queue.append((rpc, items, env.now, done))
             if self._idle:
                 self._idle.pop().succeed()
+            gathered = self._gathered
+            if gathered is not None and not gathered.triggered and len(self._queue) >= self._wanted:
+                gathered.succeed()
             yield done
             if overhead > 0:
                 yield env.timeout(overhead / 2)
@@ -547,7 +575,9 @@ class Station:
         variability = self._batching.variability
         wake_s = self._batching.wake_ms / 1000.0
         loop_s = self._batching.loop_ms / 1000.0
+        grow = self._batching.grow_to_previous
         woken = False
+        previous = 1
         while True:
             if not self._queue:
                 wake = env.event()
@@ -555,11 +585,25 @@ class Station:
                 yield wake
                 woken = True
                 continue
-            if len(self._queue) < max_batch and max_wait > 0:
+            if grow:
+                wanted = min(previous, max_batch)
+                # One worker gathers at a time (the service has one batcher per process).
+                if len(self._queue) < wanted and max_wait > 0 and self._gathered is None:
+                    # Until the queue holds ``wanted`` (serve() triggers it) or the oldest
+                    # request has waited ``max_wait``.
+                    gathered = self._gathered = env.event()
+                    self._wanted = wanted
+                    deadline = self._queue[0][2] + max_wait - env.now
+                    if deadline > 0:
+                        env.timeout(deadline).callbacks.append(partial(_trigger, gathered))
+                        yield gathered
+                    self._gathered = None
+            elif len(self._queue) < max_batch and max_wait > 0:
                 yield env.timeout(max_wait)
                 if not self._queue:
                     continue
             batch = [self._queue.popleft() for _ in range(min(max_batch, len(self._queue)))]
+            previous = len(batch)
             # One model call for the batch: the fixed part once, the per-item part per request.
             rpc = batch[0][0]
             sampler = self.samplers[rpc]
