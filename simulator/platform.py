@@ -598,6 +598,8 @@ class Station:
                         env.timeout(deadline).callbacks.append(partial(_trigger, gathered))
                         yield gathered
                     self._gathered = None
+                    if not self._queue:
+                        continue  # another worker took them meanwhile
             elif len(self._queue) < max_batch and max_wait > 0:
                 yield env.timeout(max_wait)
                 if not self._queue:

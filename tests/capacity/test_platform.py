@@ -101,6 +101,20 @@ def test_after_a_batch_of_several_the_next_waits_to_grow_to_its_size_or_the_wind
     assert station.batches == 4
 
 
+def test_growing_batches_with_several_workers_serve_every_call() -> None:
+    """Two workers behind one queue: one gathers at a time, and a worker that finds its queue
+    emptied by the other while it gathered goes back to waiting instead of failing."""
+    service = ServiceCalibration(
+        workers=2,
+        rpcs={"call": RpcCalibration("deterministic", 1.0, 0.0, 0.2)},
+        batching=Batching(max_batch=8, max_wait_ms=3.0, grow_to_previous=True),
+    )
+    arrivals = np.cumsum(np.random.default_rng(3).exponential(0.0007, 400)).tolist()
+    done, station = _finish_times(service, arrivals)
+    assert len(done) == 400
+    assert station.batched_requests == 400 and station.batches < 400
+
+
 def test_calls_arriving_during_a_batch_lengthen_it_by_the_event_loop_time() -> None:
     """T(n) = 10 ms flat, loop 1 ms per call. A call at t=0 starts a batch (0..10 ms). Calls
     at 2 and 4 ms arrive during it: +2 ms (10..12); one at 11 ms arrives during that
