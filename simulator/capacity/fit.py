@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -103,41 +103,6 @@ def capacity_per_s(service: ServiceCalibration, rpc: str) -> float:
     # the batcher runs at 1 - x·loop of its speed, so x = c0 (1 - x·loop) per worker.
     per_worker /= 1.0 + per_worker * service.batching.loop_ms / 1000.0
     return service.workers * per_worker
-
-
-def lone_call_p50_ms(service: ServiceCalibration, rpc: str) -> float | None:
-    """The calibration's median latency of back-to-back calls at concurrency 1 (its ladder's
-    first level), or None when the file has no measured ladder."""
-    for row in service.rpcs[rpc].load_dependence:
-        if row.get("concurrency") == 1 and row.get("p50_ms", 0.0) > 0:
-            return float(row["p50_ms"])
-    return None
-
-
-def at_slowdown(service: ServiceCalibration, slowdown: float) -> ServiceCalibration:
-    """``service`` on a machine ``slowdown`` times slower than at calibration: every time in
-    it (service times, batch table, overhead and its spread, wake-up, event loop) scaled alike.
-    Shared machines drift by 10-20 % within minutes; ``capacity validate`` measures the drift
-    with a lone-call probe next to each rate so the model is judged, not the drift."""
-    rpcs = {
-        name: replace(
-            r,
-            mean_ms=r.mean_ms * slowdown,
-            per_item_ms=r.per_item_ms * slowdown,
-            overhead_ms=r.overhead_ms * slowdown,
-            overhead_quantiles_ms=tuple(q * slowdown for q in r.overhead_quantiles_ms),
-            batch_ms=tuple((n, ms * slowdown) for n, ms in r.batch_ms),
-        )
-        for name, r in service.rpcs.items()
-    }
-    batching = service.batching
-    if batching is not None:
-        batching = replace(
-            batching,
-            wake_ms=batching.wake_ms * slowdown,
-            loop_ms=batching.loop_ms * slowdown,
-        )
-    return replace(service, rpcs=rpcs, batching=batching)
 
 
 def _station(service: ServiceCalibration, seed: int) -> tuple[simpy.Environment, Station]:

@@ -62,14 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the arrival processes")
     parser.add_argument(
-        "--speed-probe",
-        type=float,
-        default=0.5,
-        help="seconds of back-to-back lone calls before each rate; the model is scaled by "
-        "their median against the calibration's (the machine's drift since calibrating); "
-        "0 predicts from the calibration as it is",
-    )
-    parser.add_argument(
         "--passes",
         type=int,
         default=2,
@@ -129,7 +121,6 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     check_number(args.knee_tolerance, "--knee-tolerance")
     check_number(args.below_knee, "--below-knee")
     check_number(args.calibration_duration, "--calibration-duration")
-    check_number(args.speed_probe, "--speed-probe", minimum=0.0, strict=False)
     checked["rates"] = parse_rates(args.rates)
     checked["calibration"] = None
     if args.calibration is not None:
@@ -195,37 +186,17 @@ def validate_service(
     seed: int,
     passes: int,
     log: Any,
-    speed_probe_s: float = 0.0,
 ) -> tuple[list[dict[str, Any]], float]:
     """Measured and predicted rows over the rate ladder, and the analytic capacity."""
-    from simulator.capacity.fit import (
-        at_slowdown,
-        capacity_per_s,
-        lone_call_p50_ms,
-        simulate_open,
-    )
+    from simulator.capacity.fit import capacity_per_s, simulate_open
     from simulator.capacity.measure import ClosedJob, OpenJob, merge_results
 
     capacity = capacity_per_s(service_cal, rpc)
-    generator.run([ClosedJob(workload, 8, 1.0, 1.0)])  # warm-up, not measured
-    reference = lone_call_p50_ms(service_cal, rpc) if speed_probe_s > 0 else None
-
-    def slowdown() -> float:
-        """The machine now against at calibration, from lone calls (1.0 without a probe)."""
-        if reference is None:
-            return 1.0
-        probe = generator.run([ClosedJob(workload, 1, speed_probe_s, 0.2)])[0].summary()
-        if probe["errors"] or not probe["p50_ms"] > 0:  # NaN: no call completed
-            return 1.0
-        # Clamped: a probe hit by a stall must not turn the model upside down.
-        return min(max(probe["p50_ms"] / reference, 0.5), 2.0)
-
     if rates is None:
         # The knee the model predicts over a probe ladder, then fractions of it.
-        now = at_slowdown(service_cal, slowdown())
         probe = [
             simulate_open(
-                now,
+                service_cal,
                 rpc,
                 rate=capacity * f,
                 duration_s=duration_s,
@@ -237,16 +208,14 @@ def validate_service(
         ]
         knee = max(probe)
         rates = [round(knee * f, 1) for f in AUTO_FRACTIONS]
+    generator.run([ClosedJob(workload, 8, 1.0, 1.0)])  # warm-up, not measured
     # Each pass runs the whole ladder once with duration/passes per rate; pooling the passes
     # spreads slow changes in the machine's background load over every rate alike.
     per_pass = duration_s / passes
     measured_runs: dict[int, list[Any]] = {i: [] for i in range(len(rates))}
     predicted_runs: dict[int, list[Any]] = {i: [] for i in range(len(rates))}
-    slowdowns: dict[int, list[float]] = {i: [] for i in range(len(rates))}
     for pass_index in range(passes):
         for index, rate in enumerate(rates):
-            factor = slowdown()
-            slowdowns[index].append(factor)
             job = OpenJob(
                 workload,
                 rate,
@@ -258,7 +227,7 @@ def validate_service(
             measured_runs[index].append(generator.run([job])[0])
             predicted_runs[index].append(
                 simulate_open(
-                    at_slowdown(service_cal, factor),
+                    service_cal,
                     rpc,
                     rate=rate,
                     duration_s=per_pass,
@@ -272,10 +241,7 @@ def validate_service(
     for index, rate in enumerate(rates):
         measured = merge_results(measured_runs[index]).summary()
         predicted = merge_results(predicted_runs[index]).summary()
-        row: dict[str, Any] = {
-            "rate": rate,
-            "slowdown": round(sum(slowdowns[index]) / len(slowdowns[index]), 3),
-        }
+        row: dict[str, Any] = {"rate": rate}
         for prefix, summary in (("m", measured), ("p", predicted)):
             for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "drops", "errors"):
                 value = summary[key]
@@ -284,15 +250,13 @@ def validate_service(
         log(
             f"{workload.service} @ {rate:.1f}/s: measured {measured['throughput']:.1f}/s p95 "
             f"{measured['p95_ms']:.2f} ms | predicted {predicted['throughput']:.1f}/s p95 "
-            f"{predicted['p95_ms']:.2f} ms (machine {row['slowdown']:.2f}x as slow as when "
-            "calibrated)"
+            f"{predicted['p95_ms']:.2f} ms"
         )
     return rows, capacity
 
 
 COLUMNS = (
     "rate",
-    "slowdown",
     "m_throughput",
     "p_throughput",
     "m_p50_ms",
@@ -375,7 +339,6 @@ def run(args: argparse.Namespace) -> int:
                     seed=args.seed,
                     passes=args.passes,
                     log=log,
-                    speed_probe_s=args.speed_probe,
                 )
                 verdict = evaluate(
                     rows,

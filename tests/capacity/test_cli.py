@@ -116,7 +116,6 @@ def test_calibrate_then_validate_against_a_real_service(
         assert row["m_throughput"] > 0 and row["p_throughput"] > 0
         assert row["m_p95_ms"] > 0 and row["p_p95_ms"] > 0
         assert row["m_errors"] == 0
-        assert 0.5 <= row["slowdown"] <= 2.0  # the speed probe ran next to each rate
     for key in ("measured_knee_per_s", "predicted_knee_per_s", "knee_ok", "p95_ok", "passed"):
         assert key in result
     assert payload["passed"] == (code == 0)
@@ -136,7 +135,6 @@ def test_calibrate_then_validate_against_a_real_service(
         (["capacity", "validate", "--calibration", "/nonexistent.json"], "--calibration"),
         (["capacity", "validate", "--below-knee", "0"], "--below-knee"),
         (["capacity", "validate", "--passes", "0"], "--passes"),
-        (["capacity", "validate", "--speed-probe", "-1"], "--speed-probe"),
         (["capacity", "calibrate", "--concurrencies", "4"], "--concurrencies"),
         (["capacity", "calibrate", "--workers", "0"], "--workers"),
         (["capacity", "calibrate", "--base", "/nonexistent.json"], "--base"),

@@ -9,11 +9,9 @@ import pytest
 
 from simulator.capacity.calibrate import lognormal_cv
 from simulator.capacity.fit import (
-    at_slowdown,
     capacity_per_s,
     fit_batching,
     fit_line,
-    lone_call_p50_ms,
     simulate_closed,
     simulate_open,
 )
@@ -122,36 +120,3 @@ def test_the_event_loop_share_lowers_the_capacity_and_the_model_saturates_there(
     )
     assert heavy.throughput == pytest.approx(capacity, rel=0.08)
     assert heavy.throughput < 0.9 * c0
-
-
-def test_a_slower_machine_scales_every_time_of_the_model_alike() -> None:
-    """What validate's speed probe does: the model of a machine twice as slow has half the
-    capacity and twice the latency at every closed-loop level."""
-    service = replace(
-        _service(a=2.0, b=0.5, overhead=0.8, cv=0.2),
-        batching=Batching(
-            max_batch=64, max_wait_ms=0.0, variability="averaged", wake_ms=1.0, loop_ms=0.1
-        ),
-    )
-    slow = at_slowdown(service, 2.0)
-    assert capacity_per_s(slow, "call") == pytest.approx(capacity_per_s(service, "call") / 2)
-    for concurrency in (1, 8):
-        fast_ms, slow_ms = (
-            simulate_closed(
-                s, "call", concurrency=concurrency, duration_s=10.0, warmup_s=1.0, seed=3
-            ).summary()["mean_ms"]
-            for s in (service, slow)
-        )
-        assert slow_ms == pytest.approx(2 * fast_ms, rel=0.1)
-    assert slow.batching is not None and slow.batching.max_wait_ms == 0.0  # a setting, not speed
-    assert at_slowdown(service, 1.0) == service
-
-
-def test_the_lone_call_reference_is_the_calibrated_ladders_first_level() -> None:
-    service = _service(a=2.0, b=0.5, overhead=0.8)
-    assert lone_call_p50_ms(service, "call") is None  # no measured ladder in the file
-    ladder = ({"concurrency": 1, "p50_ms": 3.1}, {"concurrency": 8, "p50_ms": 9.0})
-    measured = replace(
-        service, rpcs={"call": replace(service.rpcs["call"], load_dependence=ladder)}
-    )
-    assert lone_call_p50_ms(measured, "call") == 3.1
