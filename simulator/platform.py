@@ -13,7 +13,7 @@ import json
 import math
 from array import array
 from collections import deque
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -455,9 +455,20 @@ class RpcStats:
     failed_network: int = 0
 
 
+#: What a station calls when a request leaves it, with the time the request spent there
+#: (overhead, queue and service; seconds).
+Done = Callable[[float], object]
+
+
 class Station:
     """One service: ``workers`` servers in front of which requests queue (FCFS), optionally
-    through a batcher. Records busy time per window for utilisation."""
+    through a batcher. Records busy time per window for utilisation.
+
+    Requests and batch workers are event callbacks, not SimPy processes (``submit``): model
+    mode sends millions of calls a day, and a process per call costs two bookkeeping events
+    (start and end) and a generator resume per wait on top of the waits themselves. The
+    events a request waits on are the same as a process's would be. ``serve`` wraps
+    ``submit`` for callers that are processes."""
 
     def __init__(
         self,
@@ -487,113 +498,35 @@ class Station:
         self._batched = (
             frozenset(calibration.batching.rpcs) if calibration.batching else frozenset()
         )
-        self._queue: deque[tuple[str, int, float, simpy.Event]] = deque()
+        self._queue: deque[_Request] = deque()
         self._idle: list[simpy.Event] = []
         #: Calls that have reached the service (for the event-loop share, ``loop_ms``).
         self._arrivals = 0
         if self._batching is not None:
             for _ in range(calibration.workers):
-                env.process(self._batch_worker())
+                _BatchWorker(self, self._batching).next_batch()
 
     def _account(self, start: float, service: float, wait: float) -> None:
         window = int(start // self.window_s)
         self.busy_s[window] = self.busy_s.get(window, 0.0) + service
         self.wait_total_s[window] = self.wait_total_s.get(window, 0.0) + wait
 
-    def serve(self, rpc: str, items: int = 1) -> Generator[simpy.Event, Any, float]:
-        """Process body: queue, be served, return the time spent in the service (s)."""
-        env = self.env
-        arrived = env.now
-        sampler = self._overhead[rpc]
-        overhead = sampler.sample() if sampler.active else 0.0
+    def submit(self, rpc: str, items: int, done: Done) -> None:
+        """A request arrives now: it queues, is served, and ``done(time spent here)`` is
+        called from the callback of the event it leaves with."""
+        request = _Request(self, rpc, items, done)
+        overhead = request.overhead
         if overhead > 0:
             # Client and gRPC time outside the queue: half on the way in, half on the way out.
-            yield env.timeout(overhead / 2)
-        self._arrivals += 1
-        if self._batching is not None and (not self._batched or rpc in self._batched):
-            done = env.event()
-            self._queue.append((rpc, items, env.now, done))
-            if self._idle:
-                self._idle.pop().succeed()
-            yield done
-            if overhead > 0:
-                yield env.timeout(overhead / 2)
-            return float(env.now - arrived)
-        queued = env.now
-        if self._free > 0:
-            self._free -= 1
+            self.env.timeout(overhead / 2).callbacks.append(request.enter)
         else:
-            turn = env.event()
-            self._waiting.append(turn)
-            yield turn
-        started = env.now
-        service = self.samplers[rpc].sample(items)
-        self._account(started, service, started - queued)
-        yield env.timeout(service)
-        if self._waiting:
-            # Hand the server straight to the next in line.
-            self._waiting.popleft().succeed()
-        else:
-            self._free += 1
-        if overhead > 0:
-            yield env.timeout(overhead / 2)
-        return float(env.now - arrived)
+            request.enter()
 
-    def _batch_worker(self) -> Generator[simpy.Event, Any, None]:
-        env = self.env
-        assert self._batching is not None
-        max_batch = self._batching.max_batch
-        max_wait = self._batching.max_wait_ms / 1000.0
-        variability = self._batching.variability
-        wake_s = self._batching.wake_ms / 1000.0
-        loop_s = self._batching.loop_ms / 1000.0
-        woken = False
-        while True:
-            if not self._queue:
-                wake = env.event()
-                self._idle.append(wake)
-                yield wake
-                woken = True
-                continue
-            if len(self._queue) < max_batch and max_wait > 0:
-                yield env.timeout(max_wait)
-                if not self._queue:
-                    continue
-            batch = [self._queue.popleft() for _ in range(min(max_batch, len(self._queue)))]
-            # One model call for the batch: the fixed part once, the per-item part per request.
-            rpc = batch[0][0]
-            sampler = self.samplers[rpc]
-            items = sum(b[1] for b in batch)
-            if variability == "proportional":
-                service = sampler.unit_sample() * sampler.batch_mean_s(items)
-            elif variability == "averaged":
-                service = sampler.averaged_sample(items)
-            elif sampler.calibration.batch_ms:
-                service = sampler.batch_mean_s(items)
-            else:
-                service = sampler.sample(0) + sampler.per_item_s * items
-            if woken:
-                service += wake_s
-                woken = False
-            started = env.now
-            self.batches += 1
-            self.batched_requests += len(batch)
-            seen = self._arrivals
-            yield env.timeout(service)
-            # The event loop's share: calls arriving during the batch (and during each
-            # extension) lengthen it; with several workers (processes) each loop gets its
-            # share of the calls. Capped: past workers / loop_ms calls per second the loops
-            # alone saturate and the extensions would never end.
-            for _ in range(MAX_LOOP_EXTENSIONS):
-                stolen = (self._arrivals - seen) * loop_s / self.workers
-                if stolen <= 0.0:
-                    break
-                seen = self._arrivals
-                service += stolen
-                yield env.timeout(stolen)
-            self._account(started, service, sum(started - b[2] for b in batch))
-            for _, _, _, done in batch:
-                done.succeed()
+    def serve(self, rpc: str, items: int = 1) -> Generator[simpy.Event, Any, float]:
+        """Process body: queue, be served, return the time spent in the service (s)."""
+        left = self.env.event()
+        self.submit(rpc, items, left.succeed)
+        return float((yield left))
 
     def record(self, rpc: str, completed_at: float, latency_s: float, wait_s: float) -> None:
         stats = self.stats[rpc]
@@ -607,6 +540,179 @@ class Station:
     def mean_service_s(self, rpc: str, items: float = 1.0) -> float:
         c = self.calibration.rpcs[rpc]
         return (c.mean_ms + c.per_item_ms * items) / 1000.0
+
+
+class _Request:
+    """One request's way through a station (the callback form of a process body): overhead
+    in, queue, service (alone, or in a batch), overhead out."""
+
+    __slots__ = ("arrived", "done", "items", "overhead", "queued", "rpc", "station")
+
+    def __init__(self, station: Station, rpc: str, items: int, done: Done) -> None:
+        self.station = station
+        self.rpc = rpc
+        self.items = items
+        self.done = done
+        self.arrived = station.env.now
+        # Inactive samplers give 0.0 without drawing.
+        self.overhead = station._overhead[rpc].sample()
+        self.queued = 0.0
+
+    def enter(self, _: object = None) -> None:
+        """Reach the service (after the inbound overhead): join the batcher's queue, take a
+        free server, or wait in line for one."""
+        station = self.station
+        env = station.env
+        station._arrivals += 1
+        self.queued = env.now
+        if station._batching is not None and (not station._batched or self.rpc in station._batched):
+            station._queue.append(self)
+            if station._idle:
+                station._idle.pop().succeed()
+        elif station._free > 0:
+            station._free -= 1
+            self._start()
+        else:
+            turn = env.event()
+            turn.callbacks.append(self._start)
+            station._waiting.append(turn)
+
+    def _start(self, _: object = None) -> None:
+        station = self.station
+        env = station.env
+        started = env.now
+        service = station.samplers[self.rpc].sample(self.items)
+        station._account(started, service, started - self.queued)
+        env.timeout(service).callbacks.append(self._served)
+
+    def _served(self, _: object) -> None:
+        station = self.station
+        if station._waiting:
+            # Hand the server straight to the next in line.
+            station._waiting.popleft().succeed()
+        else:
+            station._free += 1
+        self.finish()
+
+    def finish(self, _: object = None) -> None:
+        """Leave the service: the outbound overhead, then ``done``."""
+        if self.overhead > 0:
+            self.station.env.timeout(self.overhead / 2).callbacks.append(self._leave)
+        else:
+            self._leave()
+
+    def _leave(self, _: object = None) -> None:
+        self.done(float(self.station.env.now - self.arrived))
+
+
+class _BatchWorker:
+    """One worker of a batching station (the callback form of a loop): when idle it waits to
+    be woken; then it takes up to ``max_batch`` queued requests (after up to ``max_wait``
+    for more), serves them as one batch, lengthened by the event loop's share of the calls
+    that arrive meanwhile, and completes each request with an event of its own."""
+
+    __slots__ = (
+        "batch",
+        "loop_s",
+        "max_batch",
+        "max_wait_s",
+        "seen",
+        "service",
+        "started",
+        "station",
+        "stolen",
+        "variability",
+        "wake_s",
+        "woken",
+    )
+
+    def __init__(self, station: Station, batching: Batching) -> None:
+        self.station = station
+        self.max_batch = batching.max_batch
+        self.max_wait_s = batching.max_wait_ms / 1000.0
+        self.variability = batching.variability
+        self.wake_s = batching.wake_ms / 1000.0
+        self.loop_s = batching.loop_ms / 1000.0
+        self.woken = False
+        self.batch: list[_Request] = []
+        self.service = 0.0
+        self.started = 0.0
+        self.seen = 0
+        #: Extensions of the running batch so far.
+        self.stolen = 0
+
+    def next_batch(self, _: object = None) -> None:
+        station = self.station
+        env = station.env
+        queue = station._queue
+        if not queue:
+            wake = env.event()
+            wake.callbacks.append(self._wake)
+            station._idle.append(wake)
+        elif len(queue) < self.max_batch and self.max_wait_s > 0:
+            env.timeout(self.max_wait_s).callbacks.append(self._waited)
+        else:
+            self._start()
+
+    def _wake(self, _: object) -> None:
+        self.woken = True
+        self.next_batch()
+
+    def _waited(self, _: object) -> None:
+        if self.station._queue:
+            self._start()
+        else:
+            self.next_batch()
+
+    def _start(self) -> None:
+        station = self.station
+        queue = station._queue
+        batch = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
+        # One model call for the batch: the fixed part once, the per-item part per request.
+        sampler = station.samplers[batch[0].rpc]
+        items = sum(request.items for request in batch)
+        if self.variability == "proportional":
+            service = sampler.unit_sample() * sampler.batch_mean_s(items)
+        elif self.variability == "averaged":
+            service = sampler.averaged_sample(items)
+        elif sampler.calibration.batch_ms:
+            service = sampler.batch_mean_s(items)
+        else:
+            service = sampler.sample(0) + sampler.per_item_s * items
+        if self.woken:
+            service += self.wake_s
+            self.woken = False
+        self.batch = batch
+        self.service = service
+        self.started = station.env.now
+        self.seen = station._arrivals
+        self.stolen = 0
+        station.batches += 1
+        station.batched_requests += len(batch)
+        station.env.timeout(service).callbacks.append(self._extend)
+
+    def _extend(self, _: object) -> None:
+        # The event loop's share: calls arriving during the batch (and during each
+        # extension) lengthen it; with several workers (processes) each loop gets its
+        # share of the calls. Capped: past workers / loop_ms calls per second the loops
+        # alone saturate and the extensions would never end.
+        station = self.station
+        if self.stolen < MAX_LOOP_EXTENSIONS:
+            stolen = (station._arrivals - self.seen) * self.loop_s / station.workers
+            if stolen > 0.0:
+                self.stolen += 1
+                self.seen = station._arrivals
+                self.service += stolen
+                station.env.timeout(stolen).callbacks.append(self._extend)
+                return
+        batch, started = self.batch, self.started
+        station._account(started, self.service, sum(started - r.queued for r in batch))
+        timeout = station.env.timeout
+        for request in batch:
+            # Each request learns of the batch's end through an event of its own.
+            timeout(0).callbacks.append(request.finish)
+        self.batch = []
+        self.next_batch()
 
 
 def build_stations(
