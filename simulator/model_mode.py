@@ -38,7 +38,7 @@ from simulator.behaviour import (
 )
 from simulator.behaviour.batch import KINDS, SessionSampler, draw_shoppers
 from simulator.network import Cause, DeviceLink, NetworkModel, RadioType
-from simulator.platform import Calibration, Station, build_stations
+from simulator.platform import Calibration, RpcStats, Station, build_stations
 from simulator.scenario import Scenario
 
 #: Platform calls of each action: (service, rpc, items per request); ``None`` items means "the
@@ -83,6 +83,9 @@ class DeliveryLog:
     per_window: dict[int, list[int]] = field(default_factory=dict)
 
 
+#: Where a call goes: the station, the RPC and its stats.
+_Target = tuple[Station, str, RpcStats]
+
 #: Shoppers whose sessions are drawn together (one numpy pass per step of the block).
 SESSION_BLOCK = 16384
 
@@ -91,17 +94,15 @@ SESSION_BLOCK = 16384
 class _SessionPlan:
     """A block of sessions compiled to platform calls, as plain lists (indexing a list is
     several times cheaper than indexing a numpy array, and gives Python floats SimPy adds
-    fast). Calls ``start[j]:start[j + 1]`` are session ``j``'s, each with the wait before it
-    (think time), its target (index into ``ModelRun._targets``), items, and network delay
-    outside outages; the first handover / radio-link failure of each shopper's link decides
-    whether a call needs the full link model."""
+    fast). Calls ``start[j]:start[j + 1]`` are session ``j``'s, each one tuple (one index at
+    run time instead of four): the wait before it (think time), its network delay outside
+    outages, its target (station, rpc, the rpc's stats) and items. The first handover /
+    radio-link failure of each shopper's link decides whether a call needs the full link
+    model."""
 
     first_index: int
     start: list[int]
-    wait: list[float]
-    target: list[int]
-    items: list[int]
-    delay: list[float]
+    calls: list[tuple[float, float, _Target, int]]
     next_outage: list[float]
     first_handover: list[float]
     first_rlf: list[float]
@@ -219,7 +220,7 @@ class ModelRun:
         self._sampler = SessionSampler(self.world.sessions, self.world.recommender)
         self._radio_profiles = [self._profiles[name] for name in self.world.shoppers._radios]
         # Call targets: (station, rpc, its stats) per (action kind, call number).
-        self._targets: list[tuple[Station, str, Any]] = []
+        self._targets: list[_Target] = []
         self._target_of: dict[tuple[int, int], int] = {}
         for kind_index, kind in enumerate(KINDS):
             for number, (service, rpc, _) in enumerate(CALLS[kind]):
@@ -301,10 +302,15 @@ class ModelRun:
         return _SessionPlan(
             first_index=first,
             start=start.tolist(),
-            wait=np.where(number == 0, sessions.think[action], 0.0).tolist(),
-            target=lookup[kind, number].tolist(),
-            items=items.tolist(),
-            delay=delay.tolist(),
+            calls=list(
+                zip(
+                    np.where(number == 0, sessions.think[action], 0.0).tolist(),
+                    delay.tolist(),
+                    map(self._targets.__getitem__, lookup[kind, number].tolist()),
+                    items.tolist(),
+                    strict=True,
+                )
+            ),
             next_outage=np.minimum(handover, rlf).tolist(),
             first_handover=handover.tolist(),
             first_rlf=rlf.tolist(),
@@ -602,6 +608,7 @@ class _Session:
         "carry",
         "delay",
         "half",
+        "items",
         "j",
         "link",
         "next_outage",
@@ -622,7 +629,8 @@ class _Session:
         self.next_outage = plan.next_outage[j]
         self.link: DeviceLink | None = None
         #: The call in flight: its (station, rpc, stats), network delay and half of it.
-        self.target: tuple[Station, str, Any] = run._targets[0]
+        self.target: _Target = run._targets[0]
+        self.items = 1
         self.delay = 0.0
         self.half = 0.0
         run.shoppers += 1
@@ -638,9 +646,8 @@ class _Session:
             return
         self.call = c + 1
         now = run.env.now
-        wait = plan.wait[c] + self.carry
-        delay = plan.delay[c]
-        target = run._targets[plan.target[c]]
+        wait, delay, target, items = plan.calls[c]
+        wait += self.carry
         cause = Cause.LOSS
         if now + wait >= self.next_outage:
             # A handover or radio-link failure may be in progress: ask the full link model.
@@ -658,6 +665,7 @@ class _Session:
             run.env.timeout(wait + run.deadline_s).callbacks.append(self.next_call)
             return
         self.target = target
+        self.items = items
         self.delay = delay
         self.half = half = delay * 0.5
         run.env.timeout(wait + half).callbacks.append(self._arrive)
@@ -679,12 +687,11 @@ class _Session:
 
     def _arrive(self, _: object) -> None:
         station, rpc, _stats = self.target
-        station.submit(rpc, self.plan.items[self.call - 1], self._served)
+        station.submit(rpc, self.items, self._served)
 
     def _served(self, in_service: float) -> None:
-        station, rpc, _stats = self.target
         half = self.half
-        station.record(rpc, self.run.env.now + half, self.delay + in_service, 0.0)
+        self.target[2].add(self.run.env.now + half, self.delay + in_service, 0.0)
         self.carry = half
         self.next_call()
 

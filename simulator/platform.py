@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 from array import array
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -398,6 +398,8 @@ class ServiceTimeSampler:
         self._unit: ServiceTimeSampler | None = None
         self._normals: list[float] = []
         self._batch_table = bool(calibration.batch_ms)
+        #: ``averaged_sample``'s mean and sigma per batch size (sigma ``None``: no noise).
+        self._averaged: dict[int, tuple[float, float | None]] = {}
 
     def _refill(self) -> None:
         c = self.calibration
@@ -427,15 +429,24 @@ class ServiceTimeSampler:
     def averaged_sample(self, items: int) -> float:
         """A batch of ``items``: lognormal, mean ``T(items)``, cv ``cv / sqrt(k)`` where
         ``k = T(items) / T(1)`` lone calls last as long as the batch."""
+        shape = self._averaged.get(items)
+        if shape is None:
+            # Batch sizes repeat: their shapes are worked out once.
+            shape = self._averaged[items] = self._averaged_shape(items)
+        mean, sigma = shape
+        if sigma is None:
+            return mean
+        if not self._normals:
+            self._normals = self.rng.standard_normal(self.BLOCK).tolist()
+        return mean * math.exp(sigma * self._normals.pop() - sigma * sigma / 2)
+
+    def _averaged_shape(self, items: int) -> tuple[float, float | None]:
         mean = self.batch_mean_s(items)
         lone = self.batch_mean_s(1)
         if mean <= 0 or lone <= 0:
-            return max(mean, 0.0)
-        if not self._normals:
-            self._normals = self.rng.standard_normal(self.BLOCK).tolist()
+            return max(mean, 0.0), None
         cv = self.calibration.cv / math.sqrt(max(mean / lone, 1.0))
-        sigma = math.sqrt(math.log1p(cv * cv))
-        return mean * math.exp(sigma * self._normals.pop() - sigma * sigma / 2)
+        return mean, math.sqrt(math.log1p(cv * cv))
 
     def unit_sample(self) -> float:
         """A factor of mean 1 with this RPC's distribution and ``cv`` (proportional noise)."""
@@ -453,6 +464,12 @@ class RpcStats:
     latency_s: array = field(default_factory=lambda: array("d"))
     wait_s: array = field(default_factory=lambda: array("d"))
     failed_network: int = 0
+
+    def add(self, completed_at: float, latency_s: float, wait_s: float) -> None:
+        """Record one call."""
+        self.completed_at.append(completed_at)
+        self.latency_s.append(latency_s)
+        self.wait_s.append(wait_s)
 
 
 #: What a station calls when a request leaves it, with the time the request spent there
@@ -486,8 +503,8 @@ class Station:
         self._overhead = {rpc: OverheadSampler(c, rng) for rpc, c in calibration.rpcs.items()}
         self.stats: dict[str, RpcStats] = {rpc: RpcStats() for rpc in calibration.rpcs}
         self.window_s = window_s
-        self.busy_s: dict[int, float] = {}
-        self.wait_total_s: dict[int, float] = {}
+        self.busy_s: defaultdict[int, float] = defaultdict(float)
+        self.wait_total_s: defaultdict[int, float] = defaultdict(float)
         self.batches = 0
         self.batched_requests = 0
         # A plain FCFS multi-server (free count + waiting list) instead of simpy.Resource:
@@ -508,31 +525,22 @@ class Station:
 
     def _account(self, start: float, service: float, wait: float) -> None:
         window = int(start // self.window_s)
-        self.busy_s[window] = self.busy_s.get(window, 0.0) + service
-        self.wait_total_s[window] = self.wait_total_s.get(window, 0.0) + wait
+        self.busy_s[window] += service
+        self.wait_total_s[window] += wait
 
     def submit(self, rpc: str, items: int, done: Done) -> None:
         """A request arrives now: it queues, is served, and ``done(time spent here)`` is
         called from the callback of the event it leaves with."""
-        request = _Request(self, rpc, items, done)
-        overhead = request.overhead
-        if overhead > 0:
-            # Client and gRPC time outside the queue: half on the way in, half on the way out.
-            self.env.timeout(overhead / 2).callbacks.append(request.enter)
-        else:
-            request.enter()
+        _Request(self, rpc, items, done)
 
     def serve(self, rpc: str, items: int = 1) -> Generator[simpy.Event, Any, float]:
         """Process body: queue, be served, return the time spent in the service (s)."""
         left = self.env.event()
-        self.submit(rpc, items, left.succeed)
+        _Request(self, rpc, items, left.succeed)
         return float((yield left))
 
     def record(self, rpc: str, completed_at: float, latency_s: float, wait_s: float) -> None:
-        stats = self.stats[rpc]
-        stats.completed_at.append(completed_at)
-        stats.latency_s.append(latency_s)
-        stats.wait_s.append(wait_s)
+        self.stats[rpc].add(completed_at, latency_s, wait_s)
 
     def utilisation(self, window: int) -> float:
         return self.busy_s.get(window, 0.0) / (self.workers * self.window_s)
@@ -554,9 +562,14 @@ class _Request:
         self.items = items
         self.done = done
         self.arrived = station.env.now
-        # Inactive samplers give 0.0 without drawing.
-        self.overhead = station._overhead[rpc].sample()
         self.queued = 0.0
+        # Inactive samplers give 0.0 without drawing.
+        self.overhead = overhead = station._overhead[rpc].sample()
+        if overhead > 0:
+            # Client and gRPC time outside the queue: half on the way in, half on the way out.
+            station.env.timeout(overhead / 2).callbacks.append(self.enter)
+        else:
+            self.enter()
 
     def enter(self, _: object = None) -> None:
         """Reach the service (after the inbound overhead): join the batcher's queue, take a
@@ -596,13 +609,14 @@ class _Request:
 
     def finish(self, _: object = None) -> None:
         """Leave the service: the outbound overhead, then ``done``."""
+        env = self.station.env
         if self.overhead > 0:
-            self.station.env.timeout(self.overhead / 2).callbacks.append(self._leave)
+            env.timeout(self.overhead / 2).callbacks.append(self._leave)
         else:
-            self._leave()
+            self.done(env.now - self.arrived)
 
-    def _leave(self, _: object = None) -> None:
-        self.done(float(self.station.env.now - self.arrived))
+    def _leave(self, _: object) -> None:
+        self.done(self.station.env.now - self.arrived)
 
 
 class _BatchWorker:
@@ -670,7 +684,7 @@ class _BatchWorker:
         batch = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
         # One model call for the batch: the fixed part once, the per-item part per request.
         sampler = station.samplers[batch[0].rpc]
-        items = sum(request.items for request in batch)
+        items = batch[0].items if len(batch) == 1 else sum(r.items for r in batch)
         if self.variability == "proportional":
             service = sampler.unit_sample() * sampler.batch_mean_s(items)
         elif self.variability == "averaged":
@@ -706,7 +720,11 @@ class _BatchWorker:
                 station.env.timeout(stolen).callbacks.append(self._extend)
                 return
         batch, started = self.batch, self.started
-        station._account(started, self.service, sum(started - r.queued for r in batch))
+        if len(batch) == 1:
+            wait = started - batch[0].queued
+        else:
+            wait = sum(started - r.queued for r in batch)
+        station._account(started, self.service, wait)
         timeout = station.env.timeout
         for request in batch:
             # Each request learns of the batch's end through an event of its own.
