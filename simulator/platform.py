@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL
 
 DISTRIBUTIONS = ("exponential", "deterministic", "lognormal")
 VARIABILITY = ("fixed", "proportional", "averaged")
@@ -232,13 +233,12 @@ class OverheadSampler:
         self._grid = np.linspace(0.0, 1.0, len(self._quantiles))
         self._rng = rng
         self._buffer: list[float] = []
-
-    @property
-    def active(self) -> bool:
-        return self.mean_s > 0 or self._quantiles.size > 0
+        self._drawn = self._quantiles.size > 0
+        #: Whether calls have any overhead (plain attributes: read for every call).
+        self.active = self.mean_s > 0 or self._drawn
 
     def sample(self) -> float:
-        if self._quantiles.size == 0:
+        if not self._drawn:
             return self.mean_s
         if not self._buffer:
             u = self._rng.random(self.BLOCK)
@@ -416,9 +416,11 @@ class ServiceTimeSampler:
 
     def sample(self, items: int = 1) -> float:
         """One service time for a request of ``items`` items (seconds)."""
-        if not self._buffer:
+        buffer = self._buffer
+        if not buffer:
             self._refill()
-        return self._buffer.pop() + self.per_item_s * items
+            buffer = self._buffer
+        return buffer.pop() + self.per_item_s * items
 
     def batch_mean_s(self, items: int) -> float:
         """Mean time of a batch of ``items`` (s): the measured table, else ``a + b·items``."""
@@ -470,6 +472,26 @@ class RpcStats:
         self.completed_at.append(completed_at)
         self.latency_s.append(latency_s)
         self.wait_s.append(wait_s)
+
+
+class CallbackTimeout(simpy.Timeout):
+    """A ``simpy.Timeout`` made with its one callback: the same event, on the same heap with
+    the same priority, as ``env.timeout(delay)`` followed by ``.callbacks.append(callback)``,
+    for code that waits through callbacks instead of processes (a bound-class call and a
+    lookup less on a path taken for every event)."""
+
+    def __init__(
+        self, env: simpy.Environment, delay: float, callback: Callable[[simpy.Event], None]
+    ) -> None:
+        # simpy.Timeout.__init__, which inlines Event.__init__ the same way, plus the callback.
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._delay = delay
+        self._ok = True
+        env.schedule(self, NORMAL, delay)
 
 
 #: What a station calls when a request leaves it, with the time the request spent there
@@ -563,11 +585,11 @@ class _Request:
         self.done = done
         self.arrived = station.env.now
         self.queued = 0.0
-        # Inactive samplers give 0.0 without drawing.
-        self.overhead = overhead = station._overhead[rpc].sample()
+        sampler = station._overhead[rpc]
+        self.overhead = overhead = sampler.sample() if sampler.active else 0.0
         if overhead > 0:
             # Client and gRPC time outside the queue: half on the way in, half on the way out.
-            station.env.timeout(overhead / 2).callbacks.append(self.enter)
+            CallbackTimeout(station.env, overhead / 2, self.enter)
         else:
             self.enter()
 
@@ -596,7 +618,7 @@ class _Request:
         started = env.now
         service = station.samplers[self.rpc].sample(self.items)
         station._account(started, service, started - self.queued)
-        env.timeout(service).callbacks.append(self._served)
+        CallbackTimeout(env, service, self._served)
 
     def _served(self, _: object) -> None:
         station = self.station
@@ -611,7 +633,7 @@ class _Request:
         """Leave the service: the outbound overhead, then ``done``."""
         env = self.station.env
         if self.overhead > 0:
-            env.timeout(self.overhead / 2).callbacks.append(self._leave)
+            CallbackTimeout(env, self.overhead / 2, self._leave)
         else:
             self.done(env.now - self.arrived)
 
@@ -664,7 +686,7 @@ class _BatchWorker:
             wake.callbacks.append(self._wake)
             station._idle.append(wake)
         elif len(queue) < self.max_batch and self.max_wait_s > 0:
-            env.timeout(self.max_wait_s).callbacks.append(self._waited)
+            CallbackTimeout(env, self.max_wait_s, self._waited)
         else:
             self._start()
 
@@ -681,7 +703,9 @@ class _BatchWorker:
     def _start(self) -> None:
         station = self.station
         queue = station._queue
-        batch = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
+        size = min(self.max_batch, len(queue))
+        # Below the knee most batches are of one request.
+        batch = [queue.popleft()] if size == 1 else [queue.popleft() for _ in range(size)]
         # One model call for the batch: the fixed part once, the per-item part per request.
         sampler = station.samplers[batch[0].rpc]
         items = batch[0].items if len(batch) == 1 else sum(r.items for r in batch)
@@ -703,7 +727,7 @@ class _BatchWorker:
         self.stolen = 0
         station.batches += 1
         station.batched_requests += len(batch)
-        station.env.timeout(service).callbacks.append(self._extend)
+        CallbackTimeout(station.env, service, self._extend)
 
     def _extend(self, _: object) -> None:
         # The event loop's share: calls arriving during the batch (and during each
@@ -717,7 +741,7 @@ class _BatchWorker:
                 self.stolen += 1
                 self.seen = station._arrivals
                 self.service += stolen
-                station.env.timeout(stolen).callbacks.append(self._extend)
+                CallbackTimeout(station.env, stolen, self._extend)
                 return
         batch, started = self.batch, self.started
         if len(batch) == 1:
@@ -725,10 +749,10 @@ class _BatchWorker:
         else:
             wait = sum(started - r.queued for r in batch)
         station._account(started, self.service, wait)
-        timeout = station.env.timeout
+        env = station.env
         for request in batch:
             # Each request learns of the batch's end through an event of its own.
-            timeout(0).callbacks.append(request.finish)
+            CallbackTimeout(env, 0, request.finish)
         self.batch = []
         self.next_batch()
 
