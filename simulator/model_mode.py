@@ -1,15 +1,17 @@
-"""Model mode: SimPy processes on top of the behaviour model, the services as calibrated queues,
-the 5G model's delays on every call. Answers capacity questions for a simulated day.
+"""Model mode: a SimPy simulation on top of the behaviour model, the services as calibrated
+queues, the 5G model's delays on every call. Answers capacity questions for a simulated day.
 
-Processes: an arrival process (non-homogeneous Poisson) starts one session process per shopper;
-a dispatcher plans waves of orders onto idle vans; one process per van drives, delivers and
-sends telemetry batches. Every call goes through the shopper's or van's radio link, then the
+An arrival process (non-homogeneous Poisson) starts one session per shopper; a dispatcher
+process plans waves of orders onto idle vans; one process per van drives, delivers and sends
+telemetry batches. Every call goes through the shopper's or van's radio link, then the
 service's queue.
 
 Speed: the arrival process draws shoppers and their whole sessions for blocks of arrivals at
 once with numpy (``simulator.behaviour.batch``; nothing a shopper decides depends on the
-platform's answers in model mode) and compiles them to call lists, so a session process only
-waits, queues and records. docs/simulator.md ("Validation and performance") has the profiles.
+platform's answers in model mode) and compiles them to call lists, so a session only waits,
+queues and records. Sessions, vans' calls and the stations' requests are chains of event
+callbacks, not processes: the same events, without a process's start and end events.
+docs/simulator.md ("Validation and performance") has the profiles.
 """
 
 from __future__ import annotations
@@ -260,6 +262,7 @@ class ModelRun:
             self._plan = None
 
     def _arrivals(self) -> Generator[simpy.Event, Any, None]:
+        """Wait for each shopper's arrival and start their session."""
         timeout = self.env.timeout
         shoppers = self._shoppers_in_order()
         arriving = next(shoppers, None)
