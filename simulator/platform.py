@@ -15,6 +15,7 @@ from array import array
 from collections import defaultdict, deque
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,10 @@ class RpcCalibration:
 @dataclass(frozen=True)
 class Batching:
     """A batcher: a free worker takes up to ``max_batch`` queued requests, waiting up to
-    ``max_wait_ms`` for more when fewer are queued.
+    ``max_wait_ms`` for more when fewer are queued. With ``grow_to_previous`` (the
+    recommendation service's batcher) it waits only after a batch of more than one request,
+    and only until as many requests as that batch held are queued or the oldest has been
+    queued ``max_wait_ms``.
 
     A batch of ``n`` items takes ``a + b·n`` with ``a`` drawn from the RPC's distribution
     (``mean_ms``, ``cv``) and ``b`` its ``per_item_ms``, or ``T(n)`` from the RPC's measured
@@ -95,6 +99,7 @@ class Batching:
     max_batch: int = 32
     max_wait_ms: float = 2.0
     variability: str = "fixed"
+    grow_to_previous: bool = False
     #: Extra time of a batch that starts on an idle batcher (the worker thread and the event
     #: loop woken from sleep). Measured on this VM it is milliseconds: open-loop calls at light
     #: load are much slower than back-to-back closed-loop ones.
@@ -164,6 +169,12 @@ def _number(value: Any, key: str, minimum: float = 0.0) -> float:
     if value < minimum:
         raise CalibrationError(f"{key}: must be >= {minimum}")
     return float(value)
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise CalibrationError(f"{key}: expected true or false")
+    return value
 
 
 def _load_dependence(value: Any, key: str) -> tuple[Mapping[str, float], ...]:
@@ -274,6 +285,8 @@ def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
                 "max_wait_ms": svc.batching.max_wait_ms,
                 "variability": svc.batching.variability,
             }
+            if svc.batching.grow_to_previous:
+                batching["grow_to_previous"] = True
             if svc.batching.wake_ms:
                 batching["wake_ms"] = svc.batching.wake_ms
             if svc.batching.loop_ms:
@@ -334,6 +347,9 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 max_batch=int(_number(b.get("max_batch", 32), f"{key}.batching.max_batch", 1)),
                 max_wait_ms=_number(b.get("max_wait_ms", 0.0), f"{key}.batching.max_wait_ms"),
                 variability=variability,
+                grow_to_previous=_flag(
+                    b.get("grow_to_previous", False), f"{key}.batching.grow_to_previous"
+                ),
                 wake_ms=_number(b.get("wake_ms", 0.0), f"{key}.batching.wake_ms"),
                 loop_ms=_number(b.get("loop_ms", 0.0), f"{key}.batching.loop_ms"),
                 rpcs=_rpc_names(b.get("rpcs", []), f"{key}.batching.rpcs", rpcs),
@@ -499,6 +515,11 @@ class CallbackTimeout(simpy.Timeout):
 Done = Callable[[float], object]
 
 
+def _trigger(event: simpy.Event, _: object) -> None:
+    if not event.triggered:
+        event.succeed()
+
+
 class Station:
     """One service: ``workers`` servers in front of which requests queue (FCFS), optionally
     through a batcher. Records busy time per window for utilisation.
@@ -539,6 +560,10 @@ class Station:
         )
         self._queue: deque[_Request] = deque()
         self._idle: list[simpy.Event] = []
+        #: While a worker waits for its batch to grow (``Batching.grow_to_previous``): the
+        #: event to trigger once ``_wanted`` requests are queued.
+        self._gathered: simpy.Event | None = None
+        self._wanted = 0
         #: Calls that have reached the service (for the event-loop share, ``loop_ms``).
         self._arrivals = 0
         if self._batching is not None:
@@ -604,6 +629,13 @@ class _Request:
             station._queue.append(self)
             if station._idle:
                 station._idle.pop().succeed()
+            gathered = station._gathered
+            if (
+                gathered is not None
+                and not gathered.triggered
+                and len(station._queue) >= station._wanted
+            ):
+                gathered.succeed()
         elif station._free > 0:
             station._free -= 1
             self._start()
@@ -645,13 +677,17 @@ class _BatchWorker:
     """One worker of a batching station (the callback form of a loop): when idle it waits to
     be woken; then it takes up to ``max_batch`` queued requests (after up to ``max_wait``
     for more), serves them as one batch, lengthened by the event loop's share of the calls
-    that arrive meanwhile, and completes each request with an event of its own."""
+    that arrive meanwhile, and completes each request with an event of its own. With
+    ``grow_to_previous`` it waits (one worker at a time) for the queue to hold as many
+    requests as its last batch, or for the oldest to have waited ``max_wait``."""
 
     __slots__ = (
         "batch",
+        "grow",
         "loop_s",
         "max_batch",
         "max_wait_s",
+        "previous",
         "seen",
         "service",
         "started",
@@ -669,6 +705,9 @@ class _BatchWorker:
         self.variability = batching.variability
         self.wake_s = batching.wake_ms / 1000.0
         self.loop_s = batching.loop_ms / 1000.0
+        self.grow = batching.grow_to_previous
+        #: Size of the last batch (what ``grow`` waits for).
+        self.previous = 1
         self.woken = False
         self.batch: list[_Request] = []
         self.service = 0.0
@@ -685,6 +724,21 @@ class _BatchWorker:
             wake = env.event()
             wake.callbacks.append(self._wake)
             station._idle.append(wake)
+        elif self.grow:
+            wanted = min(self.previous, self.max_batch)
+            # One worker gathers at a time (the service has one batcher per process).
+            if len(queue) < wanted and self.max_wait_s > 0 and station._gathered is None:
+                # Until the queue holds ``wanted`` (``_Request.enter`` triggers it) or the
+                # oldest request has waited ``max_wait``.
+                gathered = station._gathered = env.event()
+                station._wanted = wanted
+                deadline = queue[0].queued + self.max_wait_s - env.now
+                if deadline > 0:
+                    CallbackTimeout(env, deadline, partial(_trigger, gathered))
+                    gathered.callbacks.append(self._grown)
+                    return
+                station._gathered = None
+            self._start()
         elif len(queue) < self.max_batch and self.max_wait_s > 0:
             CallbackTimeout(env, self.max_wait_s, self._waited)
         else:
@@ -693,6 +747,11 @@ class _BatchWorker:
     def _wake(self, _: object) -> None:
         self.woken = True
         self.next_batch()
+
+    def _grown(self, _: object) -> None:
+        self.station._gathered = None
+        # Another worker may have taken the queue meanwhile.
+        self._waited(_)
 
     def _waited(self, _: object) -> None:
         if self.station._queue:
@@ -721,6 +780,7 @@ class _BatchWorker:
             service += self.wake_s
             self.woken = False
         self.batch = batch
+        self.previous = len(batch)
         self.service = service
         self.started = station.env.now
         self.seen = station._arrivals

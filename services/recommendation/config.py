@@ -21,9 +21,10 @@ class RecommendationOptions:
         None, "SQLite feedback event log; default: <data_dir>/recommendation/feedback.db"
     )
     batch_window_ms: float = setting(
-        0.0,
-        "extra wait to gather Recommend calls into a batch; 0 batches whatever arrived while "
-        "the previous batch was ranked",
+        4.0,
+        "under load (the previous batch had more than one call), how long a Recommend call "
+        "may wait for the next batch to grow to the previous one's size; 0 sends whatever "
+        "arrived while the previous batch was ranked",
         low=0,
         high=50,
     )

@@ -559,19 +559,35 @@ class ThreadRanker:
         pass
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class MicroBatcher:
     """Ranks concurrent Recommend calls together: every call that arrived while the previous
-    batch was being ranked (plus, with ``window_s`` > 0, those arriving within that window)
-    goes into the next batch, scored with one matmul."""
+    batch was being ranked goes into the next batch, scored with one matmul.
+
+    Under load it also waits for company: when the previous batch held more than one call,
+    the next one is sent once it is as large as the previous one, or once its oldest call has
+    waited ``window_s``. A batch's fixed cost (the ranking's ~100 array operations, the round
+    trip to the ranking process and their wake-ups) is then shared by more calls, which leaves
+    the cores to the event loops (docs/recommendation.md has the measurements). Waiting for the
+    previous batch's size, not for a full batch, keeps the ranker busy at high load, where
+    batches fill up anyway; a service that gets one call at a time never waits.
+    """
 
     def __init__(self, ranker: Ranker, window_s: float, max_batch: int) -> None:
         self.ranker = ranker
         self.window_s = window_s
         self.max_batch = max_batch
         self._queue: asyncio.Queue[
-            tuple[ServingState, PreparedQuery, asyncio.Future[Recommendation]]
+            tuple[ServingState, PreparedQuery, asyncio.Future[Recommendation], float]
         ] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        #: While the batcher waits for company: resolved when ``_wanted`` calls are queued.
+        self._filled: asyncio.Future[None] | None = None
+        self._wanted = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="recommendation-batcher")
@@ -584,23 +600,33 @@ class MicroBatcher:
             self._task = None
 
     async def submit(self, state: ServingState, prepared: PreparedQuery) -> Recommendation:
-        future: asyncio.Future[Recommendation] = asyncio.get_running_loop().create_future()
-        await self._queue.put((state, prepared, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Recommendation] = loop.create_future()
+        self._queue.put_nowait((state, prepared, future, loop.time()))
+        filled = self._filled
+        if filled is not None and self._queue.qsize() >= self._wanted:
+            _resolve(filled)
         return await future
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        previous = 1
         while True:
             batch = [await self._queue.get()]
-            # Calls that arrived while the previous batch was ranked are waiting already; with
-            # a window > 0 wait a little for more (throughput over latency).
-            if self.window_s > 0:
-                await asyncio.sleep(self.window_s)
+            wanted = min(previous, self.max_batch) - 1  # besides the one taken
+            if self.window_s > 0 and self._queue.qsize() < wanted:
+                self._filled, self._wanted = loop.create_future(), wanted
+                deadline = loop.call_at(batch[0][3] + self.window_s, _resolve, self._filled)
+                await self._filled
+                deadline.cancel()
+                self._filled = None
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            previous = len(batch)
             # A reload during the window leaves requests of two models: rank each group with
             # the model it was accepted under (in-flight requests are never dropped).
             groups: dict[int, list[int]] = {}
-            for position, (state, _, _) in enumerate(batch):
+            for position, (state, _, _, _) in enumerate(batch):
                 groups.setdefault(id(state), []).append(position)
             for positions in groups.values():
                 state = batch[positions[0]][0]

@@ -120,7 +120,7 @@ def measure_and_fit(
     import numpy as np
 
     from simulator.capacity.fit import capacity_per_s, fit_batching, simulate_closed
-    from simulator.capacity.harness import MEASURABLE
+    from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
     from simulator.capacity.measure import ClosedJob, OpenJob, merge_results
     from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
@@ -255,7 +255,8 @@ def measure_and_fit(
             rpcs={rpc: rpc_cal},
             batching=Batching(
                 max_batch=max_batch,
-                max_wait_ms=0.0,
+                max_wait_ms=BATCH_WAIT[name][0],
+                grow_to_previous=BATCH_WAIT[name][1],
                 variability="averaged",
                 wake_ms=round(wake_ms, 4),
                 loop_ms=round(loop_ms, 4),

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.recommendation.config import RecommendationOptions
 from services.runtime.settings import SettingsError
 from simulator.capacity.measure import Workload, load_texts
 
@@ -19,6 +20,14 @@ from simulator.capacity.measure import Workload, load_texts
 MEASURABLE: dict[str, tuple[str, int]] = {
     "recommendation": ("Recommend", 64),
     "intent": ("Classify", 32),
+}
+
+
+#: How each measured service's batcher waits for more calls with its default settings, as
+#: ``Batching`` has it: (max_wait_ms, grow_to_previous).
+BATCH_WAIT: dict[str, tuple[float, bool]] = {
+    "recommendation": (RecommendationOptions().batch_window_ms, True),
+    "intent": (0.0, False),
 }
 
 

@@ -85,6 +85,36 @@ def test_a_batch_started_on_an_idle_batcher_pays_the_wake_up() -> None:
     assert done == [4.0, 6.0]
 
 
+def test_after_a_batch_of_several_the_next_waits_to_grow_to_its_size_or_the_window() -> None:
+    """The recommendation service's batcher: T(n) = 1 ms flat, window 5 ms. A call at t=0 is
+    ranked alone at once (0..1). Two at 0.5 ms queue and go together at 1 ms (the previous
+    batch held one: no wait), out at 2. After that batch of two, a call at 2.5 ms waits for a
+    second one, which comes at 3 ms: 3..4. A lone call at 10 ms waits for company until its
+    window ends at 15 ms: 15..16."""
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 1.0, 0.0, 0.0)},
+        batching=Batching(max_batch=8, max_wait_ms=5.0, grow_to_previous=True),
+    )
+    done, station = _finish_times(service, [0.0, 0.0005, 0.0005, 0.0025, 0.003, 0.010])
+    assert done == [1.0, 2.0, 2.0, 4.0, 4.0, 16.0]
+    assert station.batches == 4
+
+
+def test_growing_batches_with_several_workers_serve_every_call() -> None:
+    """Two workers behind one queue: one gathers at a time, and a worker that finds its queue
+    emptied by the other while it gathered goes back to waiting instead of failing."""
+    service = ServiceCalibration(
+        workers=2,
+        rpcs={"call": RpcCalibration("deterministic", 1.0, 0.0, 0.2)},
+        batching=Batching(max_batch=8, max_wait_ms=3.0, grow_to_previous=True),
+    )
+    arrivals = np.cumsum(np.random.default_rng(3).exponential(0.0007, 400)).tolist()
+    done, station = _finish_times(service, arrivals)
+    assert len(done) == 400
+    assert station.batched_requests == 400 and station.batches < 400
+
+
 def test_calls_arriving_during_a_batch_lengthen_it_by_the_event_loop_time() -> None:
     """T(n) = 10 ms flat, loop 1 ms per call. A call at t=0 starts a batch (0..10 ms). Calls
     at 2 and 4 ms arrive during it: +2 ms (10..12); one at 11 ms arrives during that
@@ -253,6 +283,7 @@ def _measured() -> dict[str, Any]:
                     "variability": "averaged",
                     "wake_ms": 1.5,
                     "loop_ms": 0.25,
+                    "grow_to_previous": True,
                 },
                 "rpcs": {
                     "Recommend": {
@@ -280,6 +311,7 @@ def test_json_round_trip_keeps_every_field() -> None:
     rec = again.services["recommendation"]
     assert rec.batching is not None and rec.batching.variability == "averaged"
     assert rec.batching.loop_ms == 0.25
+    assert rec.batching.grow_to_previous
     assert rec.rpcs["Recommend"].overhead_ms == 0.9
     assert rec.rpcs["Recommend"].load_dependence[1]["throughput"] == 290.0
 
@@ -293,6 +325,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
     del old["services"]["recommendation"]["batching"]["variability"]
     del old["services"]["recommendation"]["batching"]["wake_ms"]
     del old["services"]["recommendation"]["batching"]["loop_ms"]
+    del old["services"]["recommendation"]["batching"]["grow_to_previous"]
     parsed = parse_calibration(old)
     assert parsed.services["recommendation"].rpcs["Recommend"].overhead_ms == 0.0
     assert parsed.services["recommendation"].batching == Batching(64, 0.0, "fixed")
@@ -306,6 +339,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
         (("batching", "variability"), "wild", "batching.variability: one of"),
         (("batching", "wake_ms"), "slow", "batching.wake_ms: expected a number"),
         (("batching", "loop_ms"), -0.5, "batching.loop_ms: must be"),
+        (("batching", "grow_to_previous"), "yes", "batching.grow_to_previous: expected true"),
         (("batching", "rpcs"), ["Nope"], "batching.rpcs: unknown RPC 'Nope'"),
         (("rpcs", "Recommend", "batch_ms"), [[1, 2.0], [1, 3.0]], "batch_ms[1][0]: items must"),
         (("rpcs", "Recommend", "batch_ms"), [[0, 2.0]], "batch_ms[0][0]: must be >= 1"),
