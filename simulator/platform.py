@@ -12,8 +12,8 @@ import itertools
 import json
 import math
 from array import array
-from collections import deque
-from collections.abc import Generator, Mapping
+from collections import defaultdict, deque
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib import resources
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL
 
 DISTRIBUTIONS = ("exponential", "deterministic", "lognormal")
 VARIABILITY = ("fixed", "proportional", "averaged")
@@ -243,13 +244,12 @@ class OverheadSampler:
         self._grid = np.linspace(0.0, 1.0, len(self._quantiles))
         self._rng = rng
         self._buffer: list[float] = []
-
-    @property
-    def active(self) -> bool:
-        return self.mean_s > 0 or self._quantiles.size > 0
+        self._drawn = self._quantiles.size > 0
+        #: Whether calls have any overhead (plain attributes: read for every call).
+        self.active = self.mean_s > 0 or self._drawn
 
     def sample(self) -> float:
-        if self._quantiles.size == 0:
+        if not self._drawn:
             return self.mean_s
         if not self._buffer:
             u = self._rng.random(self.BLOCK)
@@ -414,6 +414,8 @@ class ServiceTimeSampler:
         self._unit: ServiceTimeSampler | None = None
         self._normals: list[float] = []
         self._batch_table = bool(calibration.batch_ms)
+        #: ``averaged_sample``'s mean and sigma per batch size (sigma ``None``: no noise).
+        self._averaged: dict[int, tuple[float, float | None]] = {}
 
     def _refill(self) -> None:
         c = self.calibration
@@ -430,9 +432,11 @@ class ServiceTimeSampler:
 
     def sample(self, items: int = 1) -> float:
         """One service time for a request of ``items`` items (seconds)."""
-        if not self._buffer:
+        buffer = self._buffer
+        if not buffer:
             self._refill()
-        return self._buffer.pop() + self.per_item_s * items
+            buffer = self._buffer
+        return buffer.pop() + self.per_item_s * items
 
     def batch_mean_s(self, items: int) -> float:
         """Mean time of a batch of ``items`` (s): the measured table, else ``a + b·items``."""
@@ -443,15 +447,24 @@ class ServiceTimeSampler:
     def averaged_sample(self, items: int) -> float:
         """A batch of ``items``: lognormal, mean ``T(items)``, cv ``cv / sqrt(k)`` where
         ``k = T(items) / T(1)`` lone calls last as long as the batch."""
+        shape = self._averaged.get(items)
+        if shape is None:
+            # Batch sizes repeat: their shapes are worked out once.
+            shape = self._averaged[items] = self._averaged_shape(items)
+        mean, sigma = shape
+        if sigma is None:
+            return mean
+        if not self._normals:
+            self._normals = self.rng.standard_normal(self.BLOCK).tolist()
+        return mean * math.exp(sigma * self._normals.pop() - sigma * sigma / 2)
+
+    def _averaged_shape(self, items: int) -> tuple[float, float | None]:
         mean = self.batch_mean_s(items)
         lone = self.batch_mean_s(1)
         if mean <= 0 or lone <= 0:
-            return max(mean, 0.0)
-        if not self._normals:
-            self._normals = self.rng.standard_normal(self.BLOCK).tolist()
+            return max(mean, 0.0), None
         cv = self.calibration.cv / math.sqrt(max(mean / lone, 1.0))
-        sigma = math.sqrt(math.log1p(cv * cv))
-        return mean * math.exp(sigma * self._normals.pop() - sigma * sigma / 2)
+        return mean, math.sqrt(math.log1p(cv * cv))
 
     def unit_sample(self) -> float:
         """A factor of mean 1 with this RPC's distribution and ``cv`` (proportional noise)."""
@@ -470,6 +483,37 @@ class RpcStats:
     wait_s: array = field(default_factory=lambda: array("d"))
     failed_network: int = 0
 
+    def add(self, completed_at: float, latency_s: float, wait_s: float) -> None:
+        """Record one call."""
+        self.completed_at.append(completed_at)
+        self.latency_s.append(latency_s)
+        self.wait_s.append(wait_s)
+
+
+class CallbackTimeout(simpy.Timeout):
+    """A ``simpy.Timeout`` made with its one callback: the same event, on the same heap with
+    the same priority, as ``env.timeout(delay)`` followed by ``.callbacks.append(callback)``,
+    for code that waits through callbacks instead of processes (a bound-class call and a
+    lookup less on a path taken for every event)."""
+
+    def __init__(
+        self, env: simpy.Environment, delay: float, callback: Callable[[simpy.Event], None]
+    ) -> None:
+        # simpy.Timeout.__init__, which inlines Event.__init__ the same way, plus the callback.
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._delay = delay
+        self._ok = True
+        env.schedule(self, NORMAL, delay)
+
+
+#: What a station calls when a request leaves it, with the time the request spent there
+#: (overhead, queue and service; seconds).
+Done = Callable[[float], object]
+
 
 def _trigger(event: simpy.Event, _: object) -> None:
     if not event.triggered:
@@ -478,7 +522,13 @@ def _trigger(event: simpy.Event, _: object) -> None:
 
 class Station:
     """One service: ``workers`` servers in front of which requests queue (FCFS), optionally
-    through a batcher. Records busy time per window for utilisation."""
+    through a batcher. Records busy time per window for utilisation.
+
+    Requests and batch workers are event callbacks, not SimPy processes (``submit``): model
+    mode sends millions of calls a day, and a process per call costs two bookkeeping events
+    (start and end) and a generator resume per wait on top of the waits themselves. The
+    events a request waits on are the same as a process's would be. ``serve`` wraps
+    ``submit`` for callers that are processes."""
 
     def __init__(
         self,
@@ -496,8 +546,8 @@ class Station:
         self._overhead = {rpc: OverheadSampler(c, rng) for rpc, c in calibration.rpcs.items()}
         self.stats: dict[str, RpcStats] = {rpc: RpcStats() for rpc in calibration.rpcs}
         self.window_s = window_s
-        self.busy_s: dict[int, float] = {}
-        self.wait_total_s: dict[int, float] = {}
+        self.busy_s: defaultdict[int, float] = defaultdict(float)
+        self.wait_total_s: defaultdict[int, float] = defaultdict(float)
         self.batches = 0
         self.batched_requests = 0
         # A plain FCFS multi-server (free count + waiting list) instead of simpy.Resource:
@@ -508,7 +558,7 @@ class Station:
         self._batched = (
             frozenset(calibration.batching.rpcs) if calibration.batching else frozenset()
         )
-        self._queue: deque[tuple[str, int, float, simpy.Event]] = deque()
+        self._queue: deque[_Request] = deque()
         self._idle: list[simpy.Event] = []
         #: While a worker waits for its batch to grow (``Batching.grow_to_previous``): the
         #: event to trigger once ``_wanted`` requests are queued.
@@ -518,134 +568,26 @@ class Station:
         self._arrivals = 0
         if self._batching is not None:
             for _ in range(calibration.workers):
-                env.process(self._batch_worker())
+                _BatchWorker(self, self._batching).next_batch()
 
     def _account(self, start: float, service: float, wait: float) -> None:
         window = int(start // self.window_s)
-        self.busy_s[window] = self.busy_s.get(window, 0.0) + service
-        self.wait_total_s[window] = self.wait_total_s.get(window, 0.0) + wait
+        self.busy_s[window] += service
+        self.wait_total_s[window] += wait
+
+    def submit(self, rpc: str, items: int, done: Done) -> None:
+        """A request arrives now: it queues, is served, and ``done(time spent here)`` is
+        called from the callback of the event it leaves with."""
+        _Request(self, rpc, items, done)
 
     def serve(self, rpc: str, items: int = 1) -> Generator[simpy.Event, Any, float]:
         """Process body: queue, be served, return the time spent in the service (s)."""
-        env = self.env
-        arrived = env.now
-        sampler = self._overhead[rpc]
-        overhead = sampler.sample() if sampler.active else 0.0
-        if overhead > 0:
-            # Client and gRPC time outside the queue: half on the way in, half on the way out.
-            yield env.timeout(overhead / 2)
-        self._arrivals += 1
-        if self._batching is not None and (not self._batched or rpc in self._batched):
-            done = env.event()
-            self._queue.append((rpc, items, env.now, done))
-            if self._idle:
-                self._idle.pop().succeed()
-            gathered = self._gathered
-            if gathered is not None and not gathered.triggered and len(self._queue) >= self._wanted:
-                gathered.succeed()
-            yield done
-            if overhead > 0:
-                yield env.timeout(overhead / 2)
-            return float(env.now - arrived)
-        queued = env.now
-        if self._free > 0:
-            self._free -= 1
-        else:
-            turn = env.event()
-            self._waiting.append(turn)
-            yield turn
-        started = env.now
-        service = self.samplers[rpc].sample(items)
-        self._account(started, service, started - queued)
-        yield env.timeout(service)
-        if self._waiting:
-            # Hand the server straight to the next in line.
-            self._waiting.popleft().succeed()
-        else:
-            self._free += 1
-        if overhead > 0:
-            yield env.timeout(overhead / 2)
-        return float(env.now - arrived)
-
-    def _batch_worker(self) -> Generator[simpy.Event, Any, None]:
-        env = self.env
-        assert self._batching is not None
-        max_batch = self._batching.max_batch
-        max_wait = self._batching.max_wait_ms / 1000.0
-        variability = self._batching.variability
-        wake_s = self._batching.wake_ms / 1000.0
-        loop_s = self._batching.loop_ms / 1000.0
-        grow = self._batching.grow_to_previous
-        woken = False
-        previous = 1
-        while True:
-            if not self._queue:
-                wake = env.event()
-                self._idle.append(wake)
-                yield wake
-                woken = True
-                continue
-            if grow:
-                wanted = min(previous, max_batch)
-                # One worker gathers at a time (the service has one batcher per process).
-                if len(self._queue) < wanted and max_wait > 0 and self._gathered is None:
-                    # Until the queue holds ``wanted`` (serve() triggers it) or the oldest
-                    # request has waited ``max_wait``.
-                    gathered = self._gathered = env.event()
-                    self._wanted = wanted
-                    deadline = self._queue[0][2] + max_wait - env.now
-                    if deadline > 0:
-                        env.timeout(deadline).callbacks.append(partial(_trigger, gathered))
-                        yield gathered
-                    self._gathered = None
-                    if not self._queue:
-                        continue  # another worker took them meanwhile
-            elif len(self._queue) < max_batch and max_wait > 0:
-                yield env.timeout(max_wait)
-                if not self._queue:
-                    continue
-            batch = [self._queue.popleft() for _ in range(min(max_batch, len(self._queue)))]
-            previous = len(batch)
-            # One model call for the batch: the fixed part once, the per-item part per request.
-            rpc = batch[0][0]
-            sampler = self.samplers[rpc]
-            items = sum(b[1] for b in batch)
-            if variability == "proportional":
-                service = sampler.unit_sample() * sampler.batch_mean_s(items)
-            elif variability == "averaged":
-                service = sampler.averaged_sample(items)
-            elif sampler.calibration.batch_ms:
-                service = sampler.batch_mean_s(items)
-            else:
-                service = sampler.sample(0) + sampler.per_item_s * items
-            if woken:
-                service += wake_s
-                woken = False
-            started = env.now
-            self.batches += 1
-            self.batched_requests += len(batch)
-            seen = self._arrivals
-            yield env.timeout(service)
-            # The event loop's share: calls arriving during the batch (and during each
-            # extension) lengthen it; with several workers (processes) each loop gets its
-            # share of the calls. Capped: past workers / loop_ms calls per second the loops
-            # alone saturate and the extensions would never end.
-            for _ in range(MAX_LOOP_EXTENSIONS):
-                stolen = (self._arrivals - seen) * loop_s / self.workers
-                if stolen <= 0.0:
-                    break
-                seen = self._arrivals
-                service += stolen
-                yield env.timeout(stolen)
-            self._account(started, service, sum(started - b[2] for b in batch))
-            for _, _, _, done in batch:
-                done.succeed()
+        left = self.env.event()
+        _Request(self, rpc, items, left.succeed)
+        return float((yield left))
 
     def record(self, rpc: str, completed_at: float, latency_s: float, wait_s: float) -> None:
-        stats = self.stats[rpc]
-        stats.completed_at.append(completed_at)
-        stats.latency_s.append(latency_s)
-        stats.wait_s.append(wait_s)
+        self.stats[rpc].add(completed_at, latency_s, wait_s)
 
     def utilisation(self, window: int) -> float:
         return self.busy_s.get(window, 0.0) / (self.workers * self.window_s)
@@ -653,6 +595,226 @@ class Station:
     def mean_service_s(self, rpc: str, items: float = 1.0) -> float:
         c = self.calibration.rpcs[rpc]
         return (c.mean_ms + c.per_item_ms * items) / 1000.0
+
+
+class _Request:
+    """One request's way through a station (the callback form of a process body): overhead
+    in, queue, service (alone, or in a batch), overhead out."""
+
+    __slots__ = ("arrived", "done", "items", "overhead", "queued", "rpc", "station")
+
+    def __init__(self, station: Station, rpc: str, items: int, done: Done) -> None:
+        self.station = station
+        self.rpc = rpc
+        self.items = items
+        self.done = done
+        self.arrived = station.env.now
+        self.queued = 0.0
+        sampler = station._overhead[rpc]
+        self.overhead = overhead = sampler.sample() if sampler.active else 0.0
+        if overhead > 0:
+            # Client and gRPC time outside the queue: half on the way in, half on the way out.
+            CallbackTimeout(station.env, overhead / 2, self.enter)
+        else:
+            self.enter()
+
+    def enter(self, _: object = None) -> None:
+        """Reach the service (after the inbound overhead): join the batcher's queue, take a
+        free server, or wait in line for one."""
+        station = self.station
+        env = station.env
+        station._arrivals += 1
+        self.queued = env.now
+        if station._batching is not None and (not station._batched or self.rpc in station._batched):
+            station._queue.append(self)
+            if station._idle:
+                station._idle.pop().succeed()
+            gathered = station._gathered
+            if (
+                gathered is not None
+                and not gathered.triggered
+                and len(station._queue) >= station._wanted
+            ):
+                gathered.succeed()
+        elif station._free > 0:
+            station._free -= 1
+            self._start()
+        else:
+            turn = env.event()
+            turn.callbacks.append(self._start)
+            station._waiting.append(turn)
+
+    def _start(self, _: object = None) -> None:
+        station = self.station
+        env = station.env
+        started = env.now
+        service = station.samplers[self.rpc].sample(self.items)
+        station._account(started, service, started - self.queued)
+        CallbackTimeout(env, service, self._served)
+
+    def _served(self, _: object) -> None:
+        station = self.station
+        if station._waiting:
+            # Hand the server straight to the next in line.
+            station._waiting.popleft().succeed()
+        else:
+            station._free += 1
+        self.finish()
+
+    def finish(self, _: object = None) -> None:
+        """Leave the service: the outbound overhead, then ``done``."""
+        env = self.station.env
+        if self.overhead > 0:
+            CallbackTimeout(env, self.overhead / 2, self._leave)
+        else:
+            self.done(env.now - self.arrived)
+
+    def _leave(self, _: object) -> None:
+        self.done(self.station.env.now - self.arrived)
+
+
+class _BatchWorker:
+    """One worker of a batching station (the callback form of a loop): when idle it waits to
+    be woken; then it takes up to ``max_batch`` queued requests (after up to ``max_wait``
+    for more), serves them as one batch, lengthened by the event loop's share of the calls
+    that arrive meanwhile, and completes each request with an event of its own. With
+    ``grow_to_previous`` it waits (one worker at a time) for the queue to hold as many
+    requests as its last batch, or for the oldest to have waited ``max_wait``."""
+
+    __slots__ = (
+        "batch",
+        "grow",
+        "loop_s",
+        "max_batch",
+        "max_wait_s",
+        "previous",
+        "seen",
+        "service",
+        "started",
+        "station",
+        "stolen",
+        "variability",
+        "wake_s",
+        "woken",
+    )
+
+    def __init__(self, station: Station, batching: Batching) -> None:
+        self.station = station
+        self.max_batch = batching.max_batch
+        self.max_wait_s = batching.max_wait_ms / 1000.0
+        self.variability = batching.variability
+        self.wake_s = batching.wake_ms / 1000.0
+        self.loop_s = batching.loop_ms / 1000.0
+        self.grow = batching.grow_to_previous
+        #: Size of the last batch (what ``grow`` waits for).
+        self.previous = 1
+        self.woken = False
+        self.batch: list[_Request] = []
+        self.service = 0.0
+        self.started = 0.0
+        self.seen = 0
+        #: Extensions of the running batch so far.
+        self.stolen = 0
+
+    def next_batch(self, _: object = None) -> None:
+        station = self.station
+        env = station.env
+        queue = station._queue
+        if not queue:
+            wake = env.event()
+            wake.callbacks.append(self._wake)
+            station._idle.append(wake)
+        elif self.grow:
+            wanted = min(self.previous, self.max_batch)
+            # One worker gathers at a time (the service has one batcher per process).
+            if len(queue) < wanted and self.max_wait_s > 0 and station._gathered is None:
+                # Until the queue holds ``wanted`` (``_Request.enter`` triggers it) or the
+                # oldest request has waited ``max_wait``.
+                gathered = station._gathered = env.event()
+                station._wanted = wanted
+                deadline = queue[0].queued + self.max_wait_s - env.now
+                if deadline > 0:
+                    CallbackTimeout(env, deadline, partial(_trigger, gathered))
+                    gathered.callbacks.append(self._grown)
+                    return
+                station._gathered = None
+            self._start()
+        elif len(queue) < self.max_batch and self.max_wait_s > 0:
+            CallbackTimeout(env, self.max_wait_s, self._waited)
+        else:
+            self._start()
+
+    def _wake(self, _: object) -> None:
+        self.woken = True
+        self.next_batch()
+
+    def _grown(self, _: object) -> None:
+        self.station._gathered = None
+        # Another worker may have taken the queue meanwhile.
+        self._waited(_)
+
+    def _waited(self, _: object) -> None:
+        if self.station._queue:
+            self._start()
+        else:
+            self.next_batch()
+
+    def _start(self) -> None:
+        station = self.station
+        queue = station._queue
+        size = min(self.max_batch, len(queue))
+        # Below the knee most batches are of one request.
+        batch = [queue.popleft()] if size == 1 else [queue.popleft() for _ in range(size)]
+        # One model call for the batch: the fixed part once, the per-item part per request.
+        sampler = station.samplers[batch[0].rpc]
+        items = batch[0].items if len(batch) == 1 else sum(r.items for r in batch)
+        if self.variability == "proportional":
+            service = sampler.unit_sample() * sampler.batch_mean_s(items)
+        elif self.variability == "averaged":
+            service = sampler.averaged_sample(items)
+        elif sampler.calibration.batch_ms:
+            service = sampler.batch_mean_s(items)
+        else:
+            service = sampler.sample(0) + sampler.per_item_s * items
+        if self.woken:
+            service += self.wake_s
+            self.woken = False
+        self.batch = batch
+        self.previous = len(batch)
+        self.service = service
+        self.started = station.env.now
+        self.seen = station._arrivals
+        self.stolen = 0
+        station.batches += 1
+        station.batched_requests += len(batch)
+        CallbackTimeout(station.env, service, self._extend)
+
+    def _extend(self, _: object) -> None:
+        # The event loop's share: calls arriving during the batch (and during each
+        # extension) lengthen it; with several workers (processes) each loop gets its
+        # share of the calls. Capped: past workers / loop_ms calls per second the loops
+        # alone saturate and the extensions would never end.
+        station = self.station
+        if self.stolen < MAX_LOOP_EXTENSIONS:
+            stolen = (station._arrivals - self.seen) * self.loop_s / station.workers
+            if stolen > 0.0:
+                self.stolen += 1
+                self.seen = station._arrivals
+                self.service += stolen
+                CallbackTimeout(station.env, stolen, self._extend)
+                return
+        batch, started = self.batch, self.started
+        if len(batch) == 1:
+            wait = started - batch[0].queued
+        else:
+            wait = sum(started - r.queued for r in batch)
+        station._account(started, self.service, wait)
+        env = station.env
+        for request in batch:
+            # Each request learns of the batch's end through an event of its own.
+            CallbackTimeout(env, 0, request.finish)
+        self.batch = []
+        self.next_batch()
 
 
 def build_stations(

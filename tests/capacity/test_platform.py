@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import simpy
 
+from simulator.model_mode import scheduled_events
 from simulator.platform import (
     MAX_LOOP_EXTENSIONS,
     Batching,
@@ -216,6 +217,23 @@ def test_plain_station_adds_overhead_outside_the_queue() -> None:
     env.process(call())
     env.run()
     assert latencies == [5.0, 8.0]
+
+
+def test_submit_calls_back_with_the_time_in_the_service_and_schedules_only_the_waits() -> None:
+    """``submit``, the callback form of ``serve`` model mode uses: the case above without a
+    process. The events are the waits alone: two inbound overhead halves, two services, the
+    server handed to the second request, two outbound halves."""
+    env = simpy.Environment()
+    service = ServiceCalibration(
+        workers=1, rpcs={"call": RpcCalibration("deterministic", 3.0, 0.0, overhead_ms=2.0)}
+    )
+    station = Station(env, "s", service, np.random.default_rng(0), window_s=math.inf)
+    latencies: list[float] = []
+    for _ in range(2):
+        station.submit("call", 1, lambda spent: latencies.append(round(spent * 1000, 6)))
+    env.run()
+    assert latencies == [5.0, 8.0]
+    assert scheduled_events(env) == 7
 
 
 def test_averaged_variability_keeps_the_mean_and_shrinks_the_cv_with_batch_size() -> None:
