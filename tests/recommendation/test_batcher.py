@@ -73,17 +73,26 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def lone_call_then_pair(
+    batcher: MicroBatcher, ranker: GatedRanker
+) -> list[asyncio.Task[Recommendation]]:
+    """Batch 0 is "a" alone; "b" and "c" queue behind it and form batch 1, which is left at
+    the ranker (not released)."""
+    first = call(batcher, "a")
+    assert await ranker.next_batch() == 0  # idle service: no wait, window or not
+    pair = [call(batcher, "b"), call(batcher, "c")]
+    await settle()
+    ranker.gates[0].set()
+    assert await ranker.next_batch() == 1  # queued while "a" was ranked: sent together
+    return [first, *pair]
+
+
 async def test_lone_calls_are_sent_at_once_and_a_batch_waits_for_company_under_load() -> None:
     ranker = GatedRanker()
     batcher = MicroBatcher(ranker, window_s=60.0, max_batch=64)
     batcher.start()
     try:
-        a = call(batcher, "a")
-        assert await ranker.next_batch() == 0  # idle service: no wait, window or not
-        b, c = call(batcher, "b"), call(batcher, "c")
-        await settle()
-        ranker.gates[0].set()
-        assert await ranker.next_batch() == 1  # queued while "a" was ranked: sent together
+        a, b, c = await lone_call_then_pair(batcher, ranker)
         d = call(batcher, "d")
         ranker.gates[1].set()
         await settle()
@@ -107,14 +116,9 @@ async def test_the_window_bounds_the_wait_for_company() -> None:
     batcher.start()
     loop = asyncio.get_running_loop()
     try:
-        first = call(batcher, "a")
-        await ranker.next_batch()
-        pair = [call(batcher, "b"), call(batcher, "c")]
-        await settle()
-        ranker.gates[0].set()
-        await ranker.next_batch()
+        earlier = await lone_call_then_pair(batcher, ranker)
         ranker.gates[1].set()
-        await asyncio.gather(first, *pair)
+        await asyncio.gather(*earlier)
         submitted = loop.time()
         lone = call(batcher, "d")
         await ranker.next_batch()  # sent alone once it has waited the window
@@ -131,17 +135,12 @@ async def test_without_a_window_a_batch_never_waits() -> None:
     batcher = MicroBatcher(ranker, window_s=0.0, max_batch=64)
     batcher.start()
     try:
-        first = call(batcher, "a")
-        await ranker.next_batch()
-        pair = [call(batcher, "b"), call(batcher, "c")]
-        await settle()
-        ranker.gates[0].set()
-        await ranker.next_batch()
+        earlier = await lone_call_then_pair(batcher, ranker)
         lone = call(batcher, "d")
         ranker.gates[1].set()
         assert await ranker.next_batch() == 2
         ranker.gates[2].set()
-        await asyncio.gather(first, *pair, lone)
+        await asyncio.gather(*earlier, lone)
     finally:
         await batcher.stop()
     assert ranker.batches == [["a"], ["b", "c"], ["d"]]
