@@ -608,18 +608,27 @@ class MicroBatcher:
             _resolve(filled)
         return await future
 
-    async def _run(self) -> None:
+    async def _gather(self, wanted: int, deadline: float) -> None:
+        """Until ``wanted`` calls are queued or the loop's clock reaches ``deadline``."""
         loop = asyncio.get_running_loop()
+        if deadline <= loop.time():
+            return
+        filled = self._filled = loop.create_future()
+        self._wanted = wanted
+        timer = loop.call_at(deadline, _resolve, filled)
+        try:
+            await filled
+        finally:
+            timer.cancel()
+            self._filled = None
+
+    async def _run(self) -> None:
         previous = 1
         while True:
             batch = [await self._queue.get()]
             wanted = min(previous, self.max_batch) - 1  # besides the one taken
             if self.window_s > 0 and self._queue.qsize() < wanted:
-                self._filled, self._wanted = loop.create_future(), wanted
-                deadline = loop.call_at(batch[0][3] + self.window_s, _resolve, self._filled)
-                await self._filled
-                deadline.cancel()
-                self._filled = None
+                await self._gather(wanted, batch[0][3] + self.window_s)
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             previous = len(batch)
