@@ -726,18 +726,16 @@ class _BatchWorker:
             station._idle.append(wake)
         elif self.grow:
             wanted = min(self.previous, self.max_batch)
-            # One worker gathers at a time (the service has one batcher per process).
-            if len(queue) < wanted and self.max_wait_s > 0 and station._gathered is None:
-                # Until the queue holds ``wanted`` (``_Request.enter`` triggers it) or the
-                # oldest request has waited ``max_wait``.
+            deadline = queue[0].queued + self.max_wait_s - env.now
+            # One worker gathers at a time (the service has one batcher per process), until
+            # the queue holds ``wanted`` (``_Request.enter`` triggers it) or the oldest
+            # request has waited ``max_wait``.
+            if len(queue) < wanted and deadline > 0 and station._gathered is None:
                 gathered = station._gathered = env.event()
                 station._wanted = wanted
-                deadline = queue[0].queued + self.max_wait_s - env.now
-                if deadline > 0:
-                    CallbackTimeout(env, deadline, partial(_trigger, gathered))
-                    gathered.callbacks.append(self._grown)
-                    return
-                station._gathered = None
+                CallbackTimeout(env, deadline, partial(_trigger, gathered))
+                gathered.callbacks.append(self._grown)
+                return
             self._start()
         elif len(queue) < self.max_batch and self.max_wait_s > 0:
             CallbackTimeout(env, self.max_wait_s, self._waited)
