@@ -101,6 +101,269 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class Calibrator:
+    """The measurements behind a calibration, taken a pass at a time so a caller can put
+    other work between the passes (``validate`` puts its own passes there, so the
+    calibration and the validation ladder see the same machine), and the fit of them.
+
+    Order: :meth:`start` (echo's baselines, warm-ups), :meth:`measure_pass` ``passes`` times
+    (echo's ladder and each service's, one level after another, ``duration_s / passes`` per
+    level), :meth:`measure_light` once after the first pass, :meth:`fit` at any point after
+    that (it uses the passes measured so far)."""
+
+    def __init__(
+        self,
+        generator: Any,
+        running: Any,
+        services: list[str],
+        ladder: list[int],
+        *,
+        duration_s: float,
+        warmup_s: float,
+        workers: int,
+        passes: int,
+    ) -> None:
+        self.generator = generator
+        self.running = running
+        self.services = services
+        self.ladder = ladder
+        self.duration_s = duration_s
+        self.warmup_s = warmup_s
+        self.workers = workers
+        self.passes = passes
+        self.echo_passes: list[list[Any]] = []
+        self.service_passes: dict[str, list[list[Any]]] = {name: [] for name in services}
+        self.light: dict[str, Any] = {}
+        self.echo_back_to_back: Any = None
+        self.echo_open: Any = None
+
+    def start(self) -> None:
+        """Warm echo and the channel, then echo at concurrency 1 (back to back: the warm path
+        the closed-loop ladder sees) and open-loop at a light rate (every call finds client
+        and server asleep: the path open-loop traffic sees); warm each service."""
+        from simulator.capacity.measure import ClosedJob, OpenJob
+
+        echo = self.running.workloads["echo"]
+        self.generator.run([ClosedJob(echo, 4, 0.5, 0.5)])
+        self.echo_back_to_back = self.generator.run(
+            [ClosedJob(echo, 1, self.duration_s, self.warmup_s)]
+        )[0]
+        self.echo_open = self.generator.run(
+            [OpenJob(echo, ECHO_LIGHT_RATE, self.duration_s, warmup_s=self.warmup_s, seed=1)]
+        )[0]
+        for name in self.services:
+            # Model caches, thread pools, first-call allocations.
+            self.generator.run([ClosedJob(self.running.workloads[name], 8, 1.0, 1.0)])
+
+    def measure_pass(self) -> None:
+        """One pass over echo's ladder and each service's. Echo's ladder is measured beside
+        the services' because each batch time is the service's mean less echo's at the same
+        concurrency: both halves of that difference should see the same machine."""
+        from simulator.capacity.measure import ClosedJob
+
+        per_pass = self.duration_s / self.passes
+        for name in ("echo", *self.services):
+            workload = self.running.workloads[name]
+            results = self.generator.run(
+                [ClosedJob(workload, c, per_pass, self.warmup_s) for c in self.ladder]
+            )
+            (self.echo_passes if name == "echo" else self.service_passes[name]).append(results)
+
+    def measure_light(self) -> None:
+        """Each service alone at a light open-loop rate: what the batcher's wake-up costs and
+        the noise of a call's own time."""
+        from simulator.capacity.measure import OpenJob
+
+        for name in self.services:
+            best = max(r.summary()["throughput"] for r in self._levels(name))
+            light_rate = max(LIGHT_FRACTION * best, 5.0)
+            workload = self.running.workloads[name]
+            self.light[name] = self.generator.run(
+                [OpenJob(workload, light_rate, 2 * self.duration_s, self.warmup_s, seed=2)]
+            )[0]
+
+    def _levels(self, name: str) -> list[Any]:
+        """The ladder's levels of ``name`` (or echo), the passes so far pooled."""
+        from simulator.capacity.measure import merge_results
+
+        passes = self.echo_passes if name == "echo" else self.service_passes[name]
+        return [merge_results([run[i] for run in passes]) for i in range(len(self.ladder))]
+
+    def fit(self, log: Any = print) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The service entries of the calibration (JSON objects) and the raw measurements,
+        from the passes measured so far."""
+        import numpy as np
+
+        from simulator.capacity.fit import capacity_per_s, fit_batching, simulate_closed
+        from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
+        from simulator.platform import Batching, RpcCalibration, ServiceCalibration
+
+        echo_result = self.echo_back_to_back.summary()
+        echo_open = self.echo_open.summary()
+        warm_overhead_ms = echo_result["mean_ms"]
+        overhead_ms = echo_open["mean_ms"]
+        log(
+            f"echo: {warm_overhead_ms:.3f} ms back to back, {overhead_ms:.3f} ms open-loop at "
+            f"{ECHO_LIGHT_RATE:.0f}/s (the overhead outside the queue)"
+        )
+        # The echo ladder at the same concurrencies: in a closed loop the c calls of a batch
+        # also pass one after another through the client and the server's event loop (send,
+        # receive, parse, respond), serialised with the batch; under open-loop load that work
+        # overlaps the batch on the other core. Subtracting echo's mean at the same
+        # concurrency leaves the time of the batch itself, the part that queues.
+        echo_ladder = {
+            c: result.summary()["mean_ms"]
+            for c, result in zip(self.ladder, self._levels("echo"), strict=True)
+        }
+        log(
+            "echo ladder: "
+            + ", ".join(f"c={c} {ms:.2f} ms" for c, ms in sorted(echo_ladder.items()))
+        )
+        # The event loop's time per call: echo's time per call at the top of its ladder,
+        # where the calls queue back to back for the loop (it is what a batch waits for per
+        # arriving call).
+        top = max(echo_ladder)
+        loop_ms = echo_ladder[top] / top
+        log(f"event loop: {loop_ms:.4f} ms per call (echo at concurrency {top})")
+        # The overhead's spread, not only its mean: at light load it is most of a call's tail.
+        overhead_quantiles = tuple(
+            round(float(q), 4)
+            for q in np.percentile(
+                self.echo_open.latencies_ms, np.linspace(0, 100, OVERHEAD_QUANTILES)
+            )
+        )
+        entries: dict[str, Any] = {}
+        raw: dict[str, Any] = {
+            "echo": echo_result,
+            "echo_open": echo_open,
+            "echo_ladder_mean_ms": echo_ladder,
+            "loop_ms": loop_ms,
+            "passes": len(self.echo_passes),
+        }
+        for name in self.services:
+            rpc, max_batch = MEASURABLE[name]
+            results = self._levels(name)
+            rows = []
+            for result in results:
+                s = result.summary()
+                rows.append(
+                    {
+                        "concurrency": s["level"],
+                        "throughput": round(s["throughput"], 1),
+                        "mean_ms": s["mean_ms"],
+                        "p50_ms": s["p50_ms"],
+                        "p95_ms": s["p95_ms"],
+                        "p99_ms": s["p99_ms"],
+                    }
+                )
+                log(
+                    f"{name}.{rpc} c={s['level']:>3}: {s['throughput']:8.1f}/s  mean "
+                    f"{s['mean_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms  errors {s['errors']}"
+                )
+            errors = sum(r.errors for r in results)
+            if errors and errors > 0.01 * sum(r.completed for r in results):
+                raise RuntimeError(
+                    f"{name}: {errors} errors while calibrating; see the service log"
+                )
+            # Batch time per level: the service's mean less echo's at the same concurrency.
+            batch_rows = [
+                {**r, "mean_ms": r["mean_ms"] - echo_ladder[r["concurrency"]] + warm_overhead_ms}
+                for r in rows
+            ]
+            fit = fit_batching(
+                [r["concurrency"] for r in batch_rows],
+                [r["mean_ms"] for r in batch_rows],
+                warm_overhead_ms,
+            )
+            table = batch_table(batch_rows, fit.overhead_ms, max_batch)
+            light = self.light[name]
+            lone = light.summary()
+            t1 = table[0][1]
+            # Medians, not means: a burst of background load during these few seconds must
+            # not become a wake-up cost every idle batch pays.
+            wake_ms = max(
+                (lone["p50_ms"] - echo_open["p50_ms"])
+                - (rows[0]["p50_ms"] - echo_result["p50_ms"]),
+                0.0,
+            )
+            # The noise is drawn on T(n); scale it so a lone call (T(1) + wake) keeps its
+            # spread. Two estimates (the light open-loop run, and the back-to-back lone calls
+            # of the ladder): background load only ever widens a spread, so the calmer one
+            # is kept.
+            own_light = [v - overhead_ms for v in light.latencies_ms]
+            own_closed = [v - fit.overhead_ms for v in results[0].latencies_ms]
+            cv = min(
+                lognormal_cv(own_light) * (t1 + wake_ms) / max(t1, 1e-6),
+                lognormal_cv(own_closed),
+            )
+            log(
+                f"{name}.{rpc} open loop at {light.level:.1f}/s: mean {lone['mean_ms']:.2f} ms, "
+                f"p95 {lone['p95_ms']:.2f} ms -> wake-up {wake_ms:.2f} ms per batch from idle"
+            )
+            rpc_cal = RpcCalibration(
+                distribution="lognormal",
+                mean_ms=round(fit.per_batch_ms, 4),
+                cv=round(min(cv, 3.0), 3),
+                per_item_ms=round(fit.per_item_ms, 4),
+                overhead_ms=round(overhead_ms, 4),
+                overhead_quantiles_ms=overhead_quantiles,
+                load_dependence=tuple(rows),
+                batch_ms=table,
+            )
+            service = ServiceCalibration(
+                workers=self.workers,
+                rpcs={rpc: rpc_cal},
+                batching=Batching(
+                    max_batch=max_batch,
+                    max_wait_ms=BATCH_WAIT[name][0],
+                    grow_to_previous=BATCH_WAIT[name][1],
+                    variability="averaged",
+                    wake_ms=round(wake_ms, 4),
+                    loop_ms=round(loop_ms, 4),
+                ),
+            )
+            # The model under the closed ladder on the warm path, for the record.
+            warm = replace(
+                service,
+                rpcs={rpc: replace(rpc_cal, overhead_ms=fit.overhead_ms)},
+                batching=replace(service.batching, wake_ms=0.0) if service.batching else None,
+            )
+            check = [
+                simulate_closed(
+                    warm,
+                    rpc,
+                    concurrency=c,
+                    duration_s=max(self.duration_s, 5.0),
+                    warmup_s=1.0,
+                    seed=c,
+                ).summary()
+                for c in self.ladder
+            ]
+            log(
+                f"{name}.{rpc}: per batch {fit.per_batch_ms:.3f} ms + {fit.per_item_ms:.3f} ms "
+                f"per request (r2 {fit.r2:.3f}), overhead {overhead_ms:.3f} ms, cv "
+                f"{rpc_cal.cv}; capacity {capacity_per_s(service, rpc):.0f}/s"
+            )
+            entries[name] = service
+            raw[name] = {
+                "fit": {
+                    "per_batch_ms": fit.per_batch_ms,
+                    "per_item_ms": fit.per_item_ms,
+                    "warm_overhead_ms": fit.overhead_ms,
+                    "overhead_ms": overhead_ms,
+                    "r2": fit.r2,
+                    "wake_ms": wake_ms,
+                    "light_open_loop": lone,
+                },
+                "ladder": rows,
+                "model_ladder": [
+                    {k: c[k] for k in ("level", "throughput", "mean_ms", "p50_ms", "p95_ms")}
+                    for c in check
+                ],
+            }
+        return entries, raw
+
+
 def measure_and_fit(
     generator: Any,
     running: Any,
@@ -117,186 +380,22 @@ def measure_and_fit(
     the calibration (JSON objects) and the raw measurements. The ladder runs ``passes`` times
     with ``duration_s / passes`` per level and the passes are pooled, so a burst of background
     load spreads over the levels instead of bending one of them."""
-    import numpy as np
-
-    from simulator.capacity.fit import capacity_per_s, fit_batching, simulate_closed
-    from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
-    from simulator.capacity.measure import ClosedJob, OpenJob, merge_results
-    from simulator.platform import Batching, RpcCalibration, ServiceCalibration
-
-    echo = running.workloads["echo"]
-    # Warm the echo server and the channel, then the baseline at concurrency 1 (back to back:
-    # the warm path the closed-loop ladder sees) and open-loop at a light rate (every call
-    # finds client and server asleep: the path open-loop traffic sees).
-    generator.run([ClosedJob(echo, 4, 0.5, 0.5)])
-    echo_result = generator.run([ClosedJob(echo, 1, duration_s, warmup_s)])[0].summary()
-    open_echo_run = generator.run(
-        [OpenJob(echo, ECHO_LIGHT_RATE, duration_s, warmup_s=warmup_s, seed=1)]
-    )[0]
-    echo_open = open_echo_run.summary()
-    warm_overhead_ms = echo_result["mean_ms"]
-    overhead_ms = echo_open["mean_ms"]
-    log(
-        f"echo: {warm_overhead_ms:.3f} ms back to back, {overhead_ms:.3f} ms open-loop at "
-        f"{ECHO_LIGHT_RATE:.0f}/s (the overhead outside the queue)"
+    calibrator = Calibrator(
+        generator,
+        running,
+        services,
+        ladder,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        workers=workers,
+        passes=passes,
     )
-    # The echo ladder at the same concurrencies: in a closed loop the c calls of a batch also
-    # pass one after another through the client and the server's event loop (send, receive,
-    # parse, respond), serialised with the batch; under open-loop load that work overlaps the
-    # batch on the other core. Subtracting echo's mean at the same concurrency leaves the time
-    # of the batch itself, the part that queues.
-    echo_runs = [
-        generator.run([ClosedJob(echo, c, duration_s / passes, warmup_s) for c in ladder])
-        for _ in range(passes)
-    ]
-    echo_ladder = {
-        c: merge_results([run[i] for run in echo_runs]).summary()["mean_ms"]
-        for i, c in enumerate(ladder)
-    }
-    log("echo ladder: " + ", ".join(f"c={c} {ms:.2f} ms" for c, ms in sorted(echo_ladder.items())))
-    # The event loop's time per call: echo's time per call at the top of its ladder, where the
-    # calls queue back to back for the loop (it is what a batch waits for per arriving call).
-    top = max(echo_ladder)
-    loop_ms = echo_ladder[top] / top
-    log(f"event loop: {loop_ms:.4f} ms per call (echo at concurrency {top})")
-    # The overhead's spread, not only its mean: at light load it is most of a call's tail.
-    overhead_quantiles = tuple(
-        round(float(q), 4)
-        for q in np.percentile(open_echo_run.latencies_ms, np.linspace(0, 100, OVERHEAD_QUANTILES))
-    )
-    entries: dict[str, Any] = {}
-    raw: dict[str, Any] = {
-        "echo": echo_result,
-        "echo_open": echo_open,
-        "echo_ladder_mean_ms": echo_ladder,
-        "loop_ms": loop_ms,
-    }
-    for name in services:
-        rpc, max_batch = MEASURABLE[name]
-        workload = running.workloads[name]
-        # Warm-up: model caches, thread pools, first-call allocations.
-        generator.run([ClosedJob(workload, 8, 1.0, 1.0)])
-        per_pass = duration_s / passes
-        runs = [
-            generator.run([ClosedJob(workload, c, per_pass, warmup_s) for c in ladder])
-            for _ in range(passes)
-        ]
-        results = [merge_results([run[i] for run in runs]) for i in range(len(ladder))]
-        rows = []
-        for result in results:
-            s = result.summary()
-            rows.append(
-                {
-                    "concurrency": s["level"],
-                    "throughput": round(s["throughput"], 1),
-                    "mean_ms": s["mean_ms"],
-                    "p50_ms": s["p50_ms"],
-                    "p95_ms": s["p95_ms"],
-                    "p99_ms": s["p99_ms"],
-                }
-            )
-            log(
-                f"{name}.{rpc} c={s['level']:>3}: {s['throughput']:8.1f}/s  mean "
-                f"{s['mean_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms  errors {s['errors']}"
-            )
-        errors = sum(r.errors for r in results)
-        if errors and errors > 0.01 * sum(r.completed for r in results):
-            raise RuntimeError(f"{name}: {errors} errors while calibrating; see the service log")
-        # Batch time per level: the service's mean less echo's at the same concurrency.
-        batch_rows = [
-            {**r, "mean_ms": r["mean_ms"] - echo_ladder[r["concurrency"]] + warm_overhead_ms}
-            for r in rows
-        ]
-        fit = fit_batching(
-            [r["concurrency"] for r in batch_rows],
-            [r["mean_ms"] for r in batch_rows],
-            warm_overhead_ms,
-        )
-        table = batch_table(batch_rows, fit.overhead_ms, max_batch)
-        # A lone call at a light open-loop rate: what the batcher's wake-up costs, and the
-        # noise of a call's own time (the overhead taken out).
-        light_rate = max(LIGHT_FRACTION * max(r["throughput"] for r in rows), 5.0)
-        light = generator.run(
-            [OpenJob(workload, light_rate, 2 * duration_s, warmup_s=warmup_s, seed=2)]
-        )[0]
-        lone = light.summary()
-        t1 = table[0][1]
-        # Medians, not means: a burst of background load during these few seconds must not
-        # become a wake-up cost every idle batch pays.
-        wake_ms = max(
-            (lone["p50_ms"] - echo_open["p50_ms"]) - (rows[0]["p50_ms"] - echo_result["p50_ms"]),
-            0.0,
-        )
-        # The noise is drawn on T(n); scale it so a lone call (T(1) + wake) keeps its spread.
-        # Two estimates (this light open-loop run, and the back-to-back lone calls of the
-        # ladder): background load only ever widens a spread, so the calmer one is kept.
-        own_light = [v - overhead_ms for v in light.latencies_ms]
-        own_closed = [v - fit.overhead_ms for v in results[0].latencies_ms]
-        cv = min(
-            lognormal_cv(own_light) * (t1 + wake_ms) / max(t1, 1e-6),
-            lognormal_cv(own_closed),
-        )
-        log(
-            f"{name}.{rpc} open loop at {light_rate:.1f}/s: mean {lone['mean_ms']:.2f} ms, p95 "
-            f"{lone['p95_ms']:.2f} ms -> wake-up {wake_ms:.2f} ms per batch from idle"
-        )
-        rpc_cal = RpcCalibration(
-            distribution="lognormal",
-            mean_ms=round(fit.per_batch_ms, 4),
-            cv=round(min(cv, 3.0), 3),
-            per_item_ms=round(fit.per_item_ms, 4),
-            overhead_ms=round(overhead_ms, 4),
-            overhead_quantiles_ms=overhead_quantiles,
-            load_dependence=tuple(rows),
-            batch_ms=table,
-        )
-        service = ServiceCalibration(
-            workers=workers,
-            rpcs={rpc: rpc_cal},
-            batching=Batching(
-                max_batch=max_batch,
-                max_wait_ms=BATCH_WAIT[name][0],
-                grow_to_previous=BATCH_WAIT[name][1],
-                variability="averaged",
-                wake_ms=round(wake_ms, 4),
-                loop_ms=round(loop_ms, 4),
-            ),
-        )
-        # The model under the closed ladder on the warm path, for the record.
-        warm = replace(
-            service,
-            rpcs={rpc: replace(rpc_cal, overhead_ms=fit.overhead_ms)},
-            batching=replace(service.batching, wake_ms=0.0) if service.batching else None,
-        )
-        check = [
-            simulate_closed(
-                warm, rpc, concurrency=c, duration_s=max(duration_s, 5.0), warmup_s=1.0, seed=c
-            ).summary()
-            for c in ladder
-        ]
-        log(
-            f"{name}.{rpc}: per batch {fit.per_batch_ms:.3f} ms + {fit.per_item_ms:.3f} ms per "
-            f"request (r2 {fit.r2:.3f}), overhead {overhead_ms:.3f} ms, cv {rpc_cal.cv}; "
-            f"capacity {capacity_per_s(service, rpc):.0f}/s"
-        )
-        entries[name] = service
-        raw[name] = {
-            "fit": {
-                "per_batch_ms": fit.per_batch_ms,
-                "per_item_ms": fit.per_item_ms,
-                "warm_overhead_ms": fit.overhead_ms,
-                "overhead_ms": overhead_ms,
-                "r2": fit.r2,
-                "wake_ms": wake_ms,
-                "light_open_loop": lone,
-            },
-            "ladder": rows,
-            "model_ladder": [
-                {k: c[k] for k in ("level", "throughput", "mean_ms", "p50_ms", "p95_ms")}
-                for c in check
-            ],
-        }
-    return entries, raw
+    calibrator.start()
+    for index in range(passes):
+        calibrator.measure_pass()
+        if index == 0:
+            calibrator.measure_light()
+    return calibrator.fit(log)
 
 
 def batch_table(

@@ -173,74 +173,107 @@ def evaluate(
     }
 
 
-def validate_service(
-    generator: Any,
-    workload: Any,
+def auto_rates(
     service_cal: Any,
     rpc: str,
-    rates: list[float] | None,
     *,
     duration_s: float,
     warmup_s: float,
-    max_in_flight: int,
     seed: int,
-    passes: int,
-    log: Any,
-) -> tuple[list[dict[str, Any]], float]:
-    """Measured and predicted rows over the rate ladder, and the analytic capacity."""
+    max_in_flight: int,
+) -> list[float]:
+    """``AUTO_FRACTIONS`` of the knee the model predicts over a probe ladder around its
+    analytic capacity."""
     from simulator.capacity.fit import capacity_per_s, simulate_open
-    from simulator.capacity.measure import ClosedJob, OpenJob, merge_results
 
     capacity = capacity_per_s(service_cal, rpc)
-    if rates is None:
-        # The knee the model predicts over a probe ladder, then fractions of it.
-        probe = [
-            simulate_open(
-                service_cal,
-                rpc,
-                rate=capacity * f,
-                duration_s=duration_s,
-                warmup_s=warmup_s,
-                seed=seed,
-                max_in_flight=max_in_flight,
-            ).throughput
-            for f in (0.9, 1.0, 1.2)
-        ]
-        knee = max(probe)
-        rates = [round(knee * f, 1) for f in AUTO_FRACTIONS]
-    generator.run([ClosedJob(workload, 8, 1.0, 1.0)])  # warm-up, not measured
-    # Each pass runs the whole ladder once with duration/passes per rate; pooling the passes
-    # spreads slow changes in the machine's background load over every rate alike.
-    per_pass = duration_s / passes
-    measured_runs: dict[int, list[Any]] = {i: [] for i in range(len(rates))}
-    predicted_runs: dict[int, list[Any]] = {i: [] for i in range(len(rates))}
-    for pass_index in range(passes):
-        for index, rate in enumerate(rates):
-            job = OpenJob(
-                workload,
-                rate,
-                per_pass,
-                warmup_s=warmup_s,
-                seed=seed * 1000 + pass_index * 100 + index,
-                max_in_flight=max_in_flight,
-            )
-            measured_runs[index].append(generator.run([job])[0])
-            predicted_runs[index].append(
+    knee = max(
+        simulate_open(
+            service_cal,
+            rpc,
+            rate=capacity * f,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            seed=seed,
+            max_in_flight=max_in_flight,
+        ).throughput
+        for f in (0.9, 1.0, 1.2)
+    )
+    return [round(knee * f, 1) for f in AUTO_FRACTIONS]
+
+
+def arrival_seed(seed: int, pass_index: int, rate_index: int) -> int:
+    """The arrival process of one rate in one pass: measured and predicted alike."""
+    return seed * 1000 + pass_index * 100 + rate_index
+
+
+def measure_rates(
+    generator: Any,
+    workload: Any,
+    rates: list[float],
+    pass_index: int,
+    *,
+    per_pass_s: float,
+    warmup_s: float,
+    max_in_flight: int,
+    seed: int,
+) -> list[Any]:
+    """One pass over the rate ladder: open-loop Poisson arrivals at each rate, in order."""
+    from simulator.capacity.measure import OpenJob
+
+    return [
+        generator.run(
+            [
+                OpenJob(
+                    workload,
+                    rate,
+                    per_pass_s,
+                    warmup_s=warmup_s,
+                    seed=arrival_seed(seed, pass_index, index),
+                    max_in_flight=max_in_flight,
+                )
+            ]
+        )[0]
+        for index, rate in enumerate(rates)
+    ]
+
+
+def predict_rows(
+    service_cal: Any,
+    rpc: str,
+    rates: list[float],
+    measured_passes: list[list[Any]],
+    *,
+    per_pass_s: float,
+    warmup_s: float,
+    max_in_flight: int,
+    seed: int,
+    log: Any,
+) -> list[dict[str, Any]]:
+    """Measured and predicted rows over the rate ladder: the model gets each measured run's
+    arrival times (same seed), cap and window; the passes are pooled on both sides."""
+    from simulator.capacity.fit import simulate_open
+    from simulator.capacity.measure import OpenJob, merge_results
+
+    timeout_s = OpenJob.timeout_s
+    rows = []
+    for index, rate in enumerate(rates):
+        measured = merge_results([runs[index] for runs in measured_passes]).summary()
+        predicted = merge_results(
+            [
                 simulate_open(
                     service_cal,
                     rpc,
                     rate=rate,
-                    duration_s=per_pass,
+                    duration_s=per_pass_s,
                     warmup_s=warmup_s,
-                    seed=job.seed,
+                    seed=arrival_seed(seed, pass_index, index),
                     max_in_flight=max_in_flight,
-                    timeout_s=job.timeout_s,
+                    timeout_s=timeout_s,
                 )
-            )
-    rows = []
-    for index, rate in enumerate(rates):
-        measured = merge_results(measured_runs[index]).summary()
-        predicted = merge_results(predicted_runs[index]).summary()
+                for pass_index in range(len(measured_passes))
+            ]
+        ).summary()
         row: dict[str, Any] = {"rate": rate}
         for prefix, summary in (("m", measured), ("p", predicted)):
             for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "drops", "errors"):
@@ -248,11 +281,11 @@ def validate_service(
                 row[f"{prefix}_{key}"] = round(value, 3) if isinstance(value, float) else value
         rows.append(row)
         log(
-            f"{workload.service} @ {rate:.1f}/s: measured {measured['throughput']:.1f}/s p95 "
+            f"{rpc} @ {rate:.1f}/s: measured {measured['throughput']:.1f}/s p95 "
             f"{measured['p95_ms']:.2f} ms | predicted {predicted['throughput']:.1f}/s p95 "
             f"{predicted['p95_ms']:.2f} ms"
         )
-    return rows, capacity
+    return rows
 
 
 COLUMNS = (
@@ -278,13 +311,10 @@ def run(args: argparse.Namespace) -> int:
 
     checked = check_arguments(args)
     log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr))
-    results: dict[str, Any] = {}
-    calibration = checked["calibration"]
-    raw_calibration = None
     args.out.mkdir(parents=True, exist_ok=True)
     # The generator process starts before anything in this process touches gRPC.
     with LoadGenerator() as generator:
-        from simulator.capacity.harness import MEASURABLE, running_services
+        from simulator.capacity.harness import running_services
 
         with running_services(
             checked["services"],
@@ -294,60 +324,130 @@ def run(args: argparse.Namespace) -> int:
             config_path=getattr(args, "config", None),
             log=log,
         ) as running:
-            if calibration is None:
-                from simulator.capacity.calibrate import (
-                    build_calibration,
-                    measure_and_fit,
-                    provenance_for,
-                )
-                from simulator.platform import calibration_to_json, load_calibration
+            calibration, measured, rates = measure(args, checked, generator, running, log)
+    return judge(args, checked, calibration, measured, rates, log)
 
-                entries, raw_calibration = measure_and_fit(
-                    generator,
-                    running,
-                    checked["services"],
-                    checked["ladder"],
-                    duration_s=args.calibration_duration,
-                    warmup_s=args.warmup,
-                    workers=args.workers,
-                    passes=args.passes,
-                    log=log,
-                )
-                calibration = build_calibration(
-                    load_calibration("default"),
-                    entries,
-                    provenance_for(checked["services"], sys.argv[1:], raw_calibration),
-                )
-                (args.out / "calibration.json").write_text(
-                    json.dumps(calibration_to_json(calibration), indent=2) + "\n",
-                    encoding="utf-8",
-                )
-            for name in checked["services"]:
-                rpc = MEASURABLE[name][0]
-                service_cal = calibration.services[name]
-                if rpc not in service_cal.rpcs:
-                    raise SettingsError(f"--calibration: services.{name}.rpcs has no {rpc}")
-                rows, capacity = validate_service(
+
+def measure(
+    args: argparse.Namespace, checked: dict[str, Any], generator: Any, running: Any, log: Any
+) -> tuple[Any, dict[str, list[list[Any]]], dict[str, list[float]]]:
+    """The calibration (given, or measured in this run) and every pass of every service's
+    rate ladder.
+
+    When calibrating in the run, its passes alternate with the validation's: calibration
+    pass 1, validation pass 1, calibration pass 2, and so on, so the calibration and the
+    measurements it predicts are taken over the same minutes. The machine's speed drifts by
+    10-40 % over a quarter of an hour (echo's back-to-back latency 0.71-1.14 ms between runs),
+    and at 70 % of a knee a few per cent of service time is tens of per cent of p95: a
+    calibration taken before the whole ladder predicted a different machine. The rates of
+    ``--rates auto`` come from a fit of the first calibration pass; the predictions from the
+    fit of all of them."""
+    from simulator.capacity.calibrate import Calibrator, build_calibration, provenance_for
+    from simulator.capacity.harness import MEASURABLE
+    from simulator.capacity.measure import ClosedJob
+    from simulator.platform import calibration_to_json, load_calibration
+
+    services = checked["services"]
+    calibrator = None
+    calibration = checked["calibration"]
+    first_fit: dict[str, Any] = {}
+    if calibration is None:
+        calibrator = Calibrator(
+            generator,
+            running,
+            services,
+            checked["ladder"],
+            duration_s=args.calibration_duration,
+            warmup_s=args.warmup,
+            workers=args.workers,
+            passes=args.passes,
+        )
+        log(f"calibration pass 1/{args.passes}")
+        calibrator.start()
+        calibrator.measure_pass()
+        calibrator.measure_light()
+        first_fit = calibrator.fit(lambda _m: None)[0]
+    basis = calibration or build_calibration(load_calibration("default"), first_fit, {})
+    rates: dict[str, list[float]] = {}
+    for name in services:
+        rpc = MEASURABLE[name][0]
+        service_cal = basis.services[name]
+        if rpc not in service_cal.rpcs:
+            raise SettingsError(f"--calibration: services.{name}.rpcs has no {rpc}")
+        rates[name] = checked["rates"] or auto_rates(
+            service_cal,
+            rpc,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            seed=args.seed,
+            max_in_flight=args.max_in_flight,
+        )
+        generator.run([ClosedJob(running.workloads[name], 8, 1.0, 1.0)])  # warm-up
+    measured: dict[str, list[list[Any]]] = {name: [] for name in services}
+    for pass_index in range(args.passes):
+        if calibrator is not None and pass_index > 0:
+            log(f"calibration pass {pass_index + 1}/{args.passes}")
+            calibrator.measure_pass()
+        log(f"validation pass {pass_index + 1}/{args.passes}")
+        for name in services:
+            measured[name].append(
+                measure_rates(
                     generator,
                     running.workloads[name],
-                    service_cal,
-                    rpc,
-                    checked["rates"],
-                    duration_s=args.duration,
+                    rates[name],
+                    pass_index,
+                    per_pass_s=args.duration / args.passes,
                     warmup_s=args.warmup,
                     max_in_flight=args.max_in_flight,
                     seed=args.seed,
-                    passes=args.passes,
-                    log=log,
                 )
-                verdict = evaluate(
-                    rows,
-                    p95_tolerance=args.p95_tolerance,
-                    knee_tolerance=args.knee_tolerance,
-                    below_knee=args.below_knee,
-                )
-                verdict["analytic_capacity_per_s"] = round(capacity, 1)
-                results[name] = {"rpc": rpc, "rows": rows, **verdict}
+            )
+    if calibrator is not None:
+        entries, raw = calibrator.fit(log)
+        calibration = build_calibration(
+            load_calibration("default"), entries, provenance_for(services, sys.argv[1:], raw)
+        )
+        (args.out / "calibration.json").write_text(
+            json.dumps(calibration_to_json(calibration), indent=2) + "\n", encoding="utf-8"
+        )
+    return calibration, measured, rates
+
+
+def judge(
+    args: argparse.Namespace,
+    checked: dict[str, Any],
+    calibration: Any,
+    measured: dict[str, list[list[Any]]],
+    rates: dict[str, list[float]],
+    log: Any,
+) -> int:
+    """Predict each measured run, judge the bounds, write validate.json and the report."""
+    from simulator.capacity.fit import capacity_per_s
+    from simulator.capacity.harness import MEASURABLE
+
+    results: dict[str, Any] = {}
+    for name in checked["services"]:
+        rpc = MEASURABLE[name][0]
+        service_cal = calibration.services[name]
+        rows = predict_rows(
+            service_cal,
+            rpc,
+            rates[name],
+            measured[name],
+            per_pass_s=args.duration / args.passes,
+            warmup_s=args.warmup,
+            max_in_flight=args.max_in_flight,
+            seed=args.seed,
+            log=log,
+        )
+        verdict = evaluate(
+            rows,
+            p95_tolerance=args.p95_tolerance,
+            knee_tolerance=args.knee_tolerance,
+            below_knee=args.below_knee,
+        )
+        verdict["analytic_capacity_per_s"] = round(capacity_per_s(service_cal, rpc), 1)
+        results[name] = {"rpc": rpc, "rows": rows, **verdict}
     from services.runtime.bench import run_metadata
 
     payload = {

@@ -1,10 +1,24 @@
-"""The verdict logic of validate: the knee, which rates are judged, the bounds; and pooling."""
+"""The verdict logic of validate: the knee, which rates are judged, the bounds; pooling; and
+the order in which a validate that calibrates first measures (with a recording generator)."""
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import pytest
 
-from simulator.capacity.measure import LoadResult, merge_results, poisson_arrivals
+from simulator.capacity import validate
+from simulator.capacity.harness import Running
+from simulator.capacity.measure import (
+    ClosedJob,
+    LoadResult,
+    Workload,
+    merge_results,
+    poisson_arrivals,
+)
 from simulator.capacity.validate import evaluate
 
 
@@ -57,3 +71,87 @@ def test_poisson_arrivals_are_seeded_and_have_the_rate() -> None:
     assert (first == poisson_arrivals(200.0, 50.0, seed=4)).all()
     assert len(first) == pytest.approx(200 * 50, rel=0.05)
     assert first[-1] < 50.0
+
+
+class _RecordingGenerator:
+    """Answers each job with made-up latencies (echo 0.8 ms + 0.2 ms per concurrent call; the
+    service a batcher 1 ms slower, 0.5 ms per call), records what ran (service, closed or
+    open), and from job ``slow_from`` on is three times slower."""
+
+    def __init__(self, slow_from: int) -> None:
+        self.log: list[tuple[str, str]] = []
+        self.slow_from = slow_from
+
+    def run(self, jobs: list[Any]) -> list[LoadResult]:
+        rng = np.random.default_rng(len(self.log))
+        results = []
+        for job in jobs:
+            service = job.workload.service
+            speed = 3.0 if len(self.log) >= self.slow_from else 1.0
+            if isinstance(job, ClosedJob):
+                self.log.append((service, "closed"))
+                own = 0.0 if service == "echo" else 1.0 + 0.3 * job.concurrency
+                mean = speed * (0.8 + 0.2 * job.concurrency + own)
+                level, throughput = float(job.concurrency), 1000.0 * job.concurrency / mean
+            else:
+                self.log.append((service, "open"))
+                mean, level, throughput = speed * 3.0, job.rate, job.rate
+            latencies = list(mean * rng.lognormal(0.0, 0.2, 200) / np.exp(0.02))
+            results.append(LoadResult("x", level, 200, 200, 0, 0, 1.0, throughput, latencies))
+        return results
+
+
+def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
+    tmp_path: Path,
+) -> None:
+    # Slower from the second calibration pass on (job 14, see the order below).
+    generator = _RecordingGenerator(slow_from=14)
+    workloads = {
+        "echo": Workload("echo", "Echo", "x"),
+        "recommendation": Workload("recommendation", "Recommend", "x"),
+    }
+    args = argparse.Namespace(
+        calibration_duration=1.0,
+        warmup=0.1,
+        workers=1,
+        passes=3,
+        duration=1.0,
+        max_in_flight=64,
+        seed=7,
+        out=tmp_path,
+    )
+    checked = {
+        "services": ["recommendation"],
+        "ladder": [1, 4, 8],
+        "rates": [10.0, 20.0],
+        "calibration": None,
+    }
+    calibration, measured, rates = validate.measure(
+        args, checked, generator, Running({}, workloads), lambda _m: None
+    )
+    echo, rec = "echo", "recommendation"
+    calibration_pass = [(echo, "closed")] * 3 + [(rec, "closed")] * 3
+    validation_pass = [(rec, "open")] * 2
+    assert generator.log == [
+        # Warm-up, echo back to back and open-loop at a light rate, the service's warm-up.
+        (echo, "closed"),
+        (echo, "closed"),
+        (echo, "open"),
+        (rec, "closed"),
+        *calibration_pass,
+        (rec, "open"),  # the service alone at a light rate
+        (rec, "closed"),  # warm-up before the rates
+        *validation_pass,
+        *calibration_pass,
+        *validation_pass,
+        *calibration_pass,
+        *validation_pass,
+    ]
+    assert [len(passes) for passes in measured.values()] == [3]
+    assert rates == {rec: [10.0, 20.0]}
+    # The fit pools every calibration pass: per call 0.3 ms on the fast machine, 0.9 ms on
+    # the slow one, so about 0.7 ms for one fast pass and two slow ones (not the first
+    # pass's 0.3 ms).
+    per_item = calibration.services[rec].rpcs["Recommend"].per_item_ms
+    assert per_item == pytest.approx(0.7, rel=0.15)
+    assert (tmp_path / "calibration.json").exists()
