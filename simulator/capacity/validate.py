@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,8 @@ def predict_rows(
 ) -> list[dict[str, Any]]:
     """Measured and predicted rows over the rate ladder: the model gets each measured run's
     arrival times (same seed), cap and window; the passes are pooled on both sides."""
+    import numpy as np
+
     from simulator.capacity.fit import simulate_open
     from simulator.capacity.measure import OpenJob, merge_results
 
@@ -279,6 +282,16 @@ def predict_rows(
             for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "drops", "errors"):
                 value = summary[key]
                 row[f"{prefix}_{key}"] = round(value, 3) if isinstance(value, float) else value
+        # The measurement's own uncertainty (batch means over the passes): where it is near
+        # the p95 bound, a miss says as much about the machine as about the model.
+        per_pass = [float(runs[index].summary()["p95_ms"]) for runs in measured_passes]
+        row["m_p95_passes"] = [round(v, 3) for v in per_pass]
+        mean = float(np.mean(per_pass))
+        row["m_p95_se"] = (
+            round(float(np.std(per_pass, ddof=1)) / math.sqrt(len(per_pass)) / mean, 3)
+            if len(per_pass) > 1 and mean > 0
+            else None
+        )
         rows.append(row)
         log(
             f"{rpc} @ {rate:.1f}/s: measured {measured['throughput']:.1f}/s p95 "
@@ -297,6 +310,7 @@ COLUMNS = (
     "m_p95_ms",
     "p_p95_ms",
     "p95_error",
+    "m_p95_se",
     "m_p99_ms",
     "p_p99_ms",
     "m_drops",

@@ -155,3 +155,20 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     per_item = calibration.services[rec].rpcs["Recommend"].per_item_ms
     assert per_item == pytest.approx(0.7, rel=0.15)
     assert (tmp_path / "calibration.json").exists()
+    # Each row carries the measured p95 of every pass and its standard error over them.
+    rows = validate.predict_rows(
+        calibration.services[rec],
+        "Recommend",
+        rates[rec],
+        measured[rec],
+        per_pass_s=1.0 / 3,
+        warmup_s=0.1,
+        max_in_flight=64,
+        seed=7,
+        log=lambda _m: None,
+    )
+    passes = rows[0]["m_p95_passes"]
+    assert len(passes) == 3 and passes[1] > 2 * passes[0]  # the machine slowed down
+    expected = np.std(passes, ddof=1) / np.sqrt(3) / np.mean(passes)
+    assert rows[0]["m_p95_se"] == pytest.approx(expected, abs=1e-3)
+    assert rows[0]["p_p95_ms"] > 0
