@@ -16,6 +16,9 @@ window. The bounds:
   measured p95. Closer to the knee p95 diverges (it is unbounded at the knee itself), so a small
   capacity error becomes an arbitrarily large p95 error: those rates are shown, not judged.
 
+Without ``--calibration`` the calibration is measured in the same run, its passes alternating
+with the ladder's (:func:`measure`), so both see the same minutes of the machine.
+
 Exit status 1 when any bound fails.
 """
 
