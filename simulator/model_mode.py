@@ -16,6 +16,7 @@ docs/simulator.md ("Validation and performance") has the profiles.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import heapq
 import math
@@ -39,6 +40,7 @@ from simulator.behaviour import (
     VehicleState,
     World,
     plan_wave,
+    sweep_angle,
 )
 from simulator.behaviour.batch import KINDS, SessionSampler, draw_shoppers
 from simulator.network import Cause, DeviceLink, NetworkModel, RadioType
@@ -210,7 +212,12 @@ class ModelRun:
         self.end_s = self.arrivals_end_s + scenario.drain_h * 3600.0
         self.actions: Counter[str] = Counter()
         self.shoppers = 0
+        #: Orders due for dispatch, in ``plan_wave``'s sweep order (angle around the depot,
+        #: ties in the order they came due), with their sort keys: kept sorted as orders come
+        #: due, instead of sorting every waiting order at every wave.
         self.pending_orders: list[OrderSpec] = []
+        self._pending_keys: list[tuple[float, int]] = []
+        self._came_due = 0
         self.open_orders: dict[str, OrderSpec] = {}
         self.deliveries = DeliveryLog()
         self.net_failures: Counter[str] = Counter()
@@ -356,7 +363,12 @@ class ModelRun:
             # Orders come due in order of window start: move them from the heap to the
             # waiting list instead of scanning every order placed at every wave.
             while not_due and not_due[0][0] <= env.now + horizon:
-                self.pending_orders.append(heapq.heappop(not_due)[2])
+                order = heapq.heappop(not_due)[2]
+                key = (sweep_angle(order), self._came_due)
+                self._came_due += 1
+                at = bisect.bisect(self._pending_keys, key)
+                self._pending_keys.insert(at, key)
+                self.pending_orders.insert(at, order)
             due = self.pending_orders
             if due:
                 plans = plan_wave(
@@ -367,16 +379,29 @@ class ModelRun:
                     speed_mps=self.scenario.fleet.road.free_flow_mps * 0.7,
                     stop_s=self.scenario.orders.service_time_s
                     + self.scenario.fleet.door_extra_mean_s,
+                    presorted=True,
                 )
                 taken: set[str] = set()
                 for van, route in plans:
                     self.world.vehicles.assign(van, route)
                     taken.update(o.order_id for o in route)
                 if taken:
-                    self.pending_orders = [
-                        o for o in self.pending_orders if o.order_id not in taken
-                    ]
+                    self._drop_taken(taken)
             yield env.timeout(interval)
+
+    def _drop_taken(self, taken: set[str]) -> None:
+        """Remove the orders a wave took from the waiting list. ``plan_wave`` cuts its routes
+        from the front of the sweep order, so they are usually the list's first orders: then
+        one slice deletion instead of a pass over every waiting order."""
+        due = self.pending_orders
+        n = len(taken)
+        if all(o.order_id in taken for o in due[:n]):
+            del due[:n]
+            del self._pending_keys[:n]
+            return
+        kept = [i for i, o in enumerate(due) if o.order_id not in taken]
+        self.pending_orders = [due[i] for i in kept]
+        self._pending_keys = [self._pending_keys[i] for i in kept]
 
     def _on_shift(self, t: float) -> bool:
         fleet = self.scenario.fleet
@@ -678,7 +703,8 @@ class _Session(Request):
         self.items = items
         self.delay = delay
         self.half = half = delay * 0.5
-        self.event.after(wait + half, self._arrive)
+        # Sent when the uplink is through.
+        self.event.after(wait + half, self.reach)
 
     def _link(self) -> DeviceLink:
         """The shopper's link, made when a call first reaches its first outage."""
@@ -694,9 +720,6 @@ class _Session(Request):
                 first_rlf_s=plan.first_rlf[j],
             )
         return self.link
-
-    def _arrive(self, _: object) -> None:
-        self.send(self.route, self.items)
 
     def left(self, in_service: float) -> None:
         half = self.half
@@ -746,7 +769,7 @@ class _LinkCall(Request):
             self.event.after(wait + transfer.delay_s, self._dropped)
             return
         self.delay = transfer.delay_s
-        self.event.after(wait + transfer.delay_s / 2, self._arrive)
+        self.event.after(wait + transfer.delay_s / 2, self.reach)
 
     def _dropped(self, _: object) -> None:
         self.attempt += 1
@@ -754,9 +777,6 @@ class _LinkCall(Request):
             if self.on_retry is not None:
                 self.on_retry()
             self.start()
-
-    def _arrive(self, _: object) -> None:
-        self.send(self.route, self.items)
 
     def left(self, in_service: float) -> None:
         delay = self.delay

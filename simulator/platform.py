@@ -669,8 +669,13 @@ class Request:
         """The request reaches ``route``'s station now."""
         self.route = route
         self.items = items
+        self.reach()
+
+    def reach(self, _: object = None) -> None:
+        """``send`` for a request whose ``route`` and ``items`` are set (a caller that sets
+        them before the wait that ends in sending schedules this: a call less per request)."""
         self.arrived = self.env._now  # env.now is a property: a call per read
-        sampler = route.overhead
+        sampler = self.route.overhead
         if sampler is not None:
             self.overhead = overhead = sampler.sample()
             if overhead > 0:
@@ -727,7 +732,11 @@ class Request:
             following.event.after(0.0, following._start)
         else:
             station._free += 1
-        self.finish()
+        # ``finish``, inline (once per unbatched request).
+        if self.overhead > 0:
+            self.event.after(self.overhead / 2, self._leave)
+        else:
+            self.left(self.env._now - self.arrived)
 
     def finish(self, _: object = None) -> None:
         """Leave the service: the outbound overhead, then ``left``."""
