@@ -16,6 +16,7 @@ docs/simulator.md ("Validation and performance") has the profiles.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import heapq
 import math
@@ -39,13 +40,14 @@ from simulator.behaviour import (
     VehicleState,
     World,
     plan_wave,
+    sweep_angle,
 )
 from simulator.behaviour.batch import KINDS, SessionSampler, draw_shoppers
 from simulator.network import Cause, DeviceLink, NetworkModel, RadioType
 from simulator.platform import (
     Calibration,
-    CallbackTimeout,
-    RpcStats,
+    Request,
+    Route,
     Station,
     build_stations,
 )
@@ -93,8 +95,8 @@ class DeliveryLog:
     per_window: dict[int, list[int]] = field(default_factory=dict)
 
 
-#: Where a call goes: the station, the RPC and its stats.
-_Target = tuple[Station, str, RpcStats]
+#: Where a call goes: the station's RPC (its samplers and stats resolved).
+_Target = Route
 
 #: Shoppers whose sessions are drawn together (one numpy pass per step of the block).
 SESSION_BLOCK = 16384
@@ -210,7 +212,12 @@ class ModelRun:
         self.end_s = self.arrivals_end_s + scenario.drain_h * 3600.0
         self.actions: Counter[str] = Counter()
         self.shoppers = 0
+        #: Orders due for dispatch, in ``plan_wave``'s sweep order (angle around the depot,
+        #: ties in the order they came due), with their sort keys: kept sorted as orders come
+        #: due, instead of sorting every waiting order at every wave.
         self.pending_orders: list[OrderSpec] = []
+        self._pending_keys: list[tuple[float, int]] = []
+        self._came_due = 0
         self.open_orders: dict[str, OrderSpec] = {}
         self.deliveries = DeliveryLog()
         self.net_failures: Counter[str] = Counter()
@@ -229,21 +236,21 @@ class ModelRun:
         self._profiles = {r.value: self.network.profile(r.value) for r in RadioType}
         self._sampler = SessionSampler(self.world.sessions, self.world.recommender)
         self._radio_profiles = [self._profiles[name] for name in self.world.shoppers._radios]
-        # Call targets: (station, rpc, its stats) per (action kind, call number).
+        # Call targets: the station's route of the RPC per (action kind, call number).
         self._targets: list[_Target] = []
         self._target_of: dict[tuple[int, int], int] = {}
         for kind_index, kind in enumerate(KINDS):
             for number, (service, rpc, _) in enumerate(CALLS[kind]):
                 station = self.stations[service]
                 self._target_of[kind_index, number] = len(self._targets)
-                self._targets.append((station, rpc, station.stats[rpc]))
+                self._targets.append(station.routes[rpc])
         self._calls_per_kind = np.asarray([len(CALLS[kind]) for kind in KINDS], dtype=np.int64)
         self._windows = math.ceil(self.end_s / self.window_s)
         self._rec_shown = [0] * (self._windows + 1)
         self._rec_clicked = [0] * (self._windows + 1)
         self._plan: _SessionPlan | None = None
-        self._ingest = self.stations["telemetry"]
-        self._report = self.stations["dispatch"]
+        self._ingest = self.stations["telemetry"].routes["Ingest"]
+        self._report = self.stations["dispatch"].routes["ReportStop"]
         #: Orders placed whose window is not yet within the dispatch horizon, by window start.
         self._not_due: list[tuple[float, int, OrderSpec]] = []
 
@@ -356,7 +363,12 @@ class ModelRun:
             # Orders come due in order of window start: move them from the heap to the
             # waiting list instead of scanning every order placed at every wave.
             while not_due and not_due[0][0] <= env.now + horizon:
-                self.pending_orders.append(heapq.heappop(not_due)[2])
+                order = heapq.heappop(not_due)[2]
+                key = (sweep_angle(order), self._came_due)
+                self._came_due += 1
+                at = bisect.bisect(self._pending_keys, key)
+                self._pending_keys.insert(at, key)
+                self.pending_orders.insert(at, order)
             due = self.pending_orders
             if due:
                 plans = plan_wave(
@@ -367,16 +379,29 @@ class ModelRun:
                     speed_mps=self.scenario.fleet.road.free_flow_mps * 0.7,
                     stop_s=self.scenario.orders.service_time_s
                     + self.scenario.fleet.door_extra_mean_s,
+                    presorted=True,
                 )
                 taken: set[str] = set()
                 for van, route in plans:
                     self.world.vehicles.assign(van, route)
                     taken.update(o.order_id for o in route)
                 if taken:
-                    self.pending_orders = [
-                        o for o in self.pending_orders if o.order_id not in taken
-                    ]
+                    self._drop_taken(taken)
             yield env.timeout(interval)
+
+    def _drop_taken(self, taken: set[str]) -> None:
+        """Remove the orders a wave took from the waiting list. ``plan_wave`` cuts its routes
+        from the front of the sweep order, so they are usually the list's first orders: then
+        one slice deletion instead of a pass over every waiting order."""
+        due = self.pending_orders
+        n = len(taken)
+        if all(o.order_id in taken for o in due[:n]):
+            del due[:n]
+            del self._pending_keys[:n]
+            return
+        kept = [i for i, o in enumerate(due) if o.order_id not in taken]
+        self.pending_orders = [due[i] for i in kept]
+        self._pending_keys = [self._pending_keys[i] for i in kept]
 
     def _on_shift(self, t: float) -> bool:
         fleet = self.scenario.fleet
@@ -412,7 +437,7 @@ class ModelRun:
                     self.cold_excursion_s += period
             for result in results:
                 self._stop(result)
-                _LinkCall(self, link, self._report, "ReportStop", 1, REPORT_STOP_WAITS).start()
+                _LinkCall(self, link, self._report, 1, REPORT_STOP_WAITS).start()
             if readings and (van.busy or self._on_shift(env.now)):
                 self.telemetry_readings += readings
                 self._send_telemetry(link, readings + unsent, unsent)
@@ -422,7 +447,7 @@ class ModelRun:
         self.telemetry_batches += 1
         self.telemetry_resent += resent
         retry = partial(self._resend_telemetry, readings)
-        _LinkCall(self, link, self._ingest, "Ingest", readings, TELEMETRY_WAITS, retry).start()
+        _LinkCall(self, link, self._ingest, readings, TELEMETRY_WAITS, retry).start()
 
     def _resend_telemetry(self, readings: int) -> None:
         # A dropped batch goes again (once, a second later).
@@ -608,29 +633,29 @@ class ModelRun:
         )
 
 
-class _Session:
+class _Session(Request):
     """One shopper's session as a chain of event callbacks over its calls in the plan: each
     call waits its think time (plus the last answer's downlink) and its uplink, queues at
     its station and is served; after its last call the session ends. (A SimPy process per
     session would add a start and an end event, and a generator resume per wait, to the
-    events the calls themselves wait on.)"""
+    events the calls themselves wait on.) The session is its calls' request (``Request``):
+    it makes one call at a time, so one object and one event serve the whole session."""
 
     __slots__ = (
         "call",
         "carry",
         "delay",
         "half",
-        "items",
         "j",
         "link",
         "next_outage",
         "plan",
         "run",
         "stop",
-        "target",
     )
 
     def __init__(self, run: ModelRun, plan: _SessionPlan, j: int) -> None:
+        super().__init__(run.env)
         self.run = run
         self.plan = plan
         self.j = j
@@ -640,9 +665,8 @@ class _Session:
         self.carry = 0.0
         self.next_outage = plan.next_outage[j]
         self.link: DeviceLink | None = None
-        #: The call in flight: its (station, rpc, stats), network delay and half of it.
-        self.target: _Target = run._targets[0]
-        self.items = 1
+        #: The call in flight: its network delay and half of it (its route and items are the
+        #: request's).
         self.delay = 0.0
         self.half = 0.0
         run.shoppers += 1
@@ -657,13 +681,12 @@ class _Session:
             run._end_session(plan, self.j)
             return
         self.call = c + 1
-        now = run.env.now
         wait, delay, target, items = plan.calls[c]
         wait += self.carry
         cause = Cause.LOSS
-        if now + wait >= self.next_outage:
+        if self.env._now + wait >= self.next_outage:
             # A handover or radio-link failure may be in progress: ask the full link model.
-            t = now + wait
+            t = self.env._now + wait
             link = self._link()
             outage, outage_cause = link.outage_wait(t)
             self.next_outage = link.next_outage_s if outage == 0.0 else t
@@ -672,15 +695,16 @@ class _Session:
                 cause = outage_cause
         if delay > run.deadline_s:
             run.net_failures[cause.value] += 1
-            target[2].failed_network += 1
+            target.stats.failed_network += 1
             self.carry = 0.0
-            CallbackTimeout(run.env, wait + run.deadline_s, self.next_call)
+            self.event.after(wait + run.deadline_s, self.next_call)
             return
-        self.target = target
+        self.route = target
         self.items = items
         self.delay = delay
         self.half = half = delay * 0.5
-        CallbackTimeout(run.env, wait + half, self._arrive)
+        # Sent when the uplink is through.
+        self.event.after(wait + half, self.reach)
 
     def _link(self) -> DeviceLink:
         """The shopper's link, made when a call first reaches its first outage."""
@@ -697,38 +721,36 @@ class _Session:
             )
         return self.link
 
-    def _arrive(self, _: object) -> None:
-        station, rpc, _stats = self.target
-        station.submit(rpc, self.items, self._served)
-
-    def _served(self, in_service: float) -> None:
+    def left(self, in_service: float) -> None:
         half = self.half
-        self.target[2].add(self.run.env.now + half, self.delay + in_service, 0.0)
+        # RpcStats.add, inline (once per call).
+        stats = self.route.stats
+        stats.completed_at.append(self.env._now + half)
+        stats.latency_s.append(self.delay + in_service)
         self.carry = half
         self.next_call()
 
 
-class _LinkCall:
+class _LinkCall(Request):
     """A van's call through its radio link to a station, tried again while dropped: attempt
     ``k`` waits ``waits[k]`` first, then the uplink, queues and is served (event callbacks,
     like ``_Session``)."""
 
-    __slots__ = ("attempt", "delay", "items", "link", "on_retry", "rpc", "run", "station", "waits")
+    __slots__ = ("attempt", "delay", "link", "on_retry", "run", "waits")
 
     def __init__(
         self,
         run: ModelRun,
         link: DeviceLink,
-        station: Station,
-        rpc: str,
+        route: Route,
         items: int,
         waits: tuple[float, ...],
         on_retry: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(run.env)
         self.run = run
         self.link = link
-        self.station = station
-        self.rpc = rpc
+        self.route = route
         self.items = items
         self.waits = waits
         self.on_retry = on_retry
@@ -738,17 +760,16 @@ class _LinkCall:
     def start(self) -> None:
         """Send the current attempt."""
         run = self.run
-        env = run.env
         wait = self.waits[self.attempt]
         run.net_calls += 1
-        transfer = self.link.transfer(env.now + wait, run.deadline_s)
+        transfer = self.link.transfer(self.env._now + wait, run.deadline_s)
         if transfer.dropped:
             run.net_failures[transfer.cause.value] += 1
-            self.station.stats[self.rpc].failed_network += 1
-            CallbackTimeout(env, wait + transfer.delay_s, self._dropped)
+            self.route.stats.failed_network += 1
+            self.event.after(wait + transfer.delay_s, self._dropped)
             return
         self.delay = transfer.delay_s
-        CallbackTimeout(env, wait + transfer.delay_s / 2, self._arrive)
+        self.event.after(wait + transfer.delay_s / 2, self.reach)
 
     def _dropped(self, _: object) -> None:
         self.attempt += 1
@@ -757,12 +778,9 @@ class _LinkCall:
                 self.on_retry()
             self.start()
 
-    def _arrive(self, _: object) -> None:
-        self.station.submit(self.rpc, self.items, self._served)
-
-    def _served(self, in_service: float) -> None:
+    def left(self, in_service: float) -> None:
         delay = self.delay
-        self.station.record(self.rpc, self.run.env.now + delay / 2, delay + in_service, 0.0)
+        self.route.stats.add(self.env._now + delay / 2, delay + in_service)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from simulator.behaviour.fleet import (
     VehicleSpec,
     VehicleState,
     plan_wave,
+    sweep_angle,
 )
 from simulator.behaviour.geo import GeoFrame, Point
 from simulator.behaviour.orders import OrderConfig, OrderSpec, delivery_window, make_order
@@ -72,4 +73,5 @@ __all__ = [
     "hourly_counts",
     "make_order",
     "plan_wave",
+    "sweep_angle",
 ]

@@ -395,6 +395,11 @@ class VehicleModel:
         )
 
 
+def sweep_angle(order: OrderSpec) -> float:
+    """The angle of an order around the depot: ``plan_wave``'s sweep order."""
+    return math.atan2(order.location.y, order.location.x)
+
+
 def plan_wave(
     orders: Sequence[OrderSpec],
     vehicles: Sequence[VehicleState],
@@ -403,16 +408,19 @@ def plan_wave(
     now_s: float | None = None,
     speed_mps: float = 5.0,
     stop_s: float = 180.0,
+    presorted: bool = False,
 ) -> list[tuple[VehicleState, list[OrderSpec]]]:
     """A simple dispatcher for model mode: idle vans take orders split by angle around the
     depot (sweep), each sweep sector in nearest-neighbour order. A sector closes when the van is
     full or, given ``now_s``, when the estimated arrival (grid distance at ``speed_mps`` plus
     ``stop_s`` per stop) would pass an order's window end. Orders no van can take are left out
-    of the answer (they wait for the next wave)."""
+    of the answer (they wait for the next wave). ``presorted``: ``orders`` are already in
+    sweep order (by ``sweep_angle``, ties in the order given), as a caller that keeps its
+    waiting orders sorted across waves passes them, instead of sorting them at every wave."""
     idle = [v for v in vehicles if not v.busy]
     if not idle or not orders:
         return []
-    by_angle = sorted(orders, key=lambda o: math.atan2(o.location.y, o.location.x))
+    by_angle = orders if presorted else sorted(orders, key=sweep_angle)
     plans: list[tuple[VehicleState, list[OrderSpec]]] = []
     chunk: list[OrderSpec] = []
     load = 0
