@@ -19,6 +19,7 @@ from simulator.platform import (
     Batching,
     Calibration,
     CalibrationError,
+    Rearmed,
     RpcCalibration,
     ServiceCalibration,
     ServiceTimeSampler,
@@ -411,3 +412,35 @@ def test_bad_overhead_quantiles_name_the_key(value: Any, problem: str) -> None:
     with pytest.raises(CalibrationError, match=problem) as info:
         parse_calibration(data, "c.json")
     assert "services.svc.rpcs.call.overhead_quantiles_ms" in str(info.value)
+
+
+def test_a_rearmed_event_fires_like_a_timeout_and_can_be_armed_again_from_its_callback() -> None:
+    """``Rearmed`` reaches into SimPy's heap: it must fire at the same times and in the same
+    order as ``env.timeout`` would (ties in scheduling order), and only once per arming."""
+    env = simpy.Environment()
+    fired: list[tuple[float, str]] = []
+    event = Rearmed(env)
+
+    def tick(_: object) -> None:
+        fired.append((env.now, "rearmed"))
+        if sum(label == "rearmed" for _, label in fired) < 5:
+            event.after(1.5, tick)
+
+    def timeout_at(delay: float, label: str) -> None:
+        env.timeout(delay).callbacks.append(lambda _: fired.append((env.now, label)))
+
+    event.after(1.5, tick)
+    timeout_at(1.5, "timeout scheduled after")  # same time, later id: fires second
+    timeout_at(3.0, "timeout at 3")
+    with pytest.raises(ValueError, match="already scheduled"):
+        event.after(1.0, tick)
+    env.run()
+    assert fired[:4] == [
+        (1.5, "rearmed"),
+        (1.5, "timeout scheduled after"),
+        (3.0, "timeout at 3"),  # scheduled before the re-arming at 1.5
+        (3.0, "rearmed"),
+    ]
+    assert [t for t, label in fired if label == "rearmed"] == [1.5, 3.0, 4.5, 6.0, 7.5]
+    with pytest.raises(ValueError, match="negative"):
+        event.after(-1.0, tick)
