@@ -46,6 +46,7 @@ from simulator.behaviour.batch import KINDS, SessionSampler, draw_shoppers
 from simulator.network import Cause, DeviceLink, NetworkModel, RadioType
 from simulator.platform import (
     Calibration,
+    Rearmed,
     Request,
     Route,
     Station,
@@ -253,6 +254,10 @@ class ModelRun:
         self._report = self.stations["dispatch"].routes["ReportStop"]
         #: Orders placed whose window is not yet within the dispatch horizon, by window start.
         self._not_due: list[tuple[float, int, OrderSpec]] = []
+        #: Arrivals: the shoppers still to come, the next one, and the event it waits on.
+        self._arrival_order: Iterator[tuple[_SessionPlan, int, float]] = iter(())
+        self._arriving: tuple[_SessionPlan, int, float] | None = None
+        self._arrival_event = Rearmed(self.env)
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -268,25 +273,26 @@ class ModelRun:
             self.actions.update(plan.kind_counts())
             self._plan = None
 
-    def _arrivals(self) -> Generator[simpy.Event, Any, None]:
-        """Wait for each shopper's arrival and start their session."""
-        timeout = self.env.timeout
-        shoppers = self._shoppers_in_order()
-        arriving = next(shoppers, None)
-        if arriving is None:
-            return
-        wake = timeout(arriving[2])
-        while True:
-            yield wake
-            plan, j, t = arriving
-            # The next arrival (and the next block) before this session starts: the order in
-            # which a process per session used to draw and schedule, so runs repeat theirs.
-            arriving = next(shoppers, None)
-            if arriving is not None:
-                wake = timeout(arriving[2] - t)
-            _Session(self, plan, j).next_call()
-            if arriving is None:
-                return
+    def _start_arrivals(self) -> None:
+        """Schedule the first shopper's arrival; each arrival schedules the next
+        (``_arrive``)."""
+        self._arrival_order = self._shoppers_in_order()
+        self._arriving = next(self._arrival_order, None)
+        if self._arriving is not None:
+            self._arrival_event.after(self._arriving[2], self._arrive)
+
+    def _arrive(self, _: object) -> None:
+        """A shopper arrives: schedule the next arrival, then start this one's session.
+
+        The callback of one reused event, not a process's resume: an arrival waited on by a
+        generator made a ``Timeout`` and went through ``Process._resume`` for each of the day's
+        million shoppers. The next arrival is scheduled at the same time and in the same
+        order as the process did (before the session's first call), so runs repeat theirs."""
+        plan, j, t = self._arriving  # type: ignore[misc]
+        arriving = self._arriving = next(self._arrival_order, None)
+        if arriving is not None:
+            self._arrival_event.after(arriving[2] - t, self._arrive)
+        _Session(self, plan, j).next_call()
 
     def _plan_sessions(self, first: int, arrivals: np.ndarray) -> _SessionPlan:
         """Shoppers, their sessions and their calls' network delays for a block of arrivals."""
@@ -476,7 +482,7 @@ class ModelRun:
         """Run to the end; ``progress`` gets simulated seconds as they pass."""
         env = self.env
         self.vans = self.world.vehicles.fleet(self.world.rng("fleet"), start_s=0.0)
-        env.process(self._arrivals())
+        self._start_arrivals()
         env.process(self._dispatcher())
         for van in self.vans:
             env.process(self._van(van))
