@@ -834,7 +834,7 @@ class _BatchWorker:
             station._idle.append(self)
         elif self.grow:
             wanted = min(self.previous, self.max_batch)
-            deadline = queue[0].queued + self.max_wait_s - env.now
+            deadline = queue[0].queued + self.max_wait_s - env._now  # no property call
             # One worker gathers at a time (the service has one batcher per process), until
             # the queue holds ``wanted`` (``Request.enter`` triggers it) or the oldest
             # request has waited ``max_wait``.
