@@ -801,14 +801,15 @@ class _LinkCall(Request):
         run = self.run
         wait = self.waits[self.attempt]
         run.net_calls += 1
-        transfer = self.link.transfer(self.env._now + wait, run.deadline_s)
-        if transfer.dropped:
-            run.net_failures[transfer.cause.value] += 1
+        # ``exchange``: ``transfer``'s numbers without making a ``Transfer`` per call.
+        delay, dropped, cause = self.link.exchange(self.env._now + wait, run.deadline_s)
+        if dropped:
+            run.net_failures[cause.value] += 1
             self.route.stats.failed_network += 1
-            self.event.after(wait + transfer.delay_s, self._dropped)
+            self.event.after(wait + delay, self._dropped)
             return
-        self.delay = transfer.delay_s
-        self.event.after(wait + transfer.delay_s / 2, self.reach)
+        self.delay = delay
+        self.event.after(wait + delay / 2, self.reach)
 
     def _dropped(self, _: object) -> None:
         self.attempt += 1

@@ -261,7 +261,12 @@ class DeviceLink:
         if shape == int(shape) and 1 <= shape <= 4:
             # Gamma of integer shape is a sum of exponentials: the same distribution, several
             # times cheaper to draw (a van draws ~600 handovers per hour of its day).
-            unit = self.rng.standard_exponential((int(shape), n)).sum(axis=0)
+            # Rows added one by one: bit for bit what ``.sum(axis=0)`` gives (it adds the rows
+            # in order too), without numpy's reduction machinery (~10 % of a van's refill).
+            draws = self.rng.standard_exponential((int(shape), n))
+            unit = draws[0]
+            for row in draws[1:]:
+                unit = unit + row
             intervals = unit * (self._ho_mean / shape)
         else:
             intervals = self.rng.gamma(shape, self._ho_mean / shape, n)
@@ -318,8 +323,14 @@ class DeviceLink:
         """What the network does to an exchange starting at ``now_s``: waits out an outage in
         progress, adds the RTT, adds a retransmission timeout when a message is lost. When the
         total exceeds ``deadline_s`` the exchange is dropped, with the cause."""
+        return Transfer(*self.exchange(now_s, deadline_s))
+
+    def exchange(self, now_s: float, deadline_s: float = math.inf) -> tuple[float, bool, Cause]:
+        """``transfer`` as a plain tuple (delay, dropped, cause): the same draws and numbers,
+        without making a ``Transfer`` (~0.3 µs, and model mode's vans make one call every few
+        seconds of the day)."""
         if not self.config.enabled:
-            return Transfer(0.0, False, Cause.NONE)
+            return 0.0, False, _NO_CAUSE
         if (
             self.outage is not None
             or now_s >= self._next_rlf
@@ -327,7 +338,7 @@ class DeviceLink:
         ):
             self._advance(now_s)
         delay = 0.0
-        cause = Cause.NONE
+        cause = _NO_CAUSE
         if self.outage is not None and self.outage.start_s <= now_s:
             delay += self.outage.end_s - now_s
             cause = self.outage.cause
@@ -342,8 +353,13 @@ class DeviceLink:
             delay += max(self.profile.rto_min_s, 2 * rtt)
             cause = cause or Cause.LOSS
         if delay > deadline_s:
-            return Transfer(deadline_s, True, cause or Cause.LOSS)
-        return Transfer(delay, False, cause)
+            return deadline_s, True, cause or Cause.LOSS
+        return delay, False, cause
+
+
+#: ``Cause.NONE`` as a module constant: reading an Enum member through its class costs ~0.1 µs,
+#: and ``DeviceLink.exchange`` reads it for every call.
+_NO_CAUSE = Cause.NONE
 
 
 class NetworkModel:
