@@ -180,6 +180,8 @@ class DeviceLink:
     """
 
     HANDOVER_BLOCK = 1024
+    #: Handover blocks up to this size (a still link's) are drawn one number at a time.
+    SCALAR_BLOCK = 16
     #: RTT jitter draws per numpy call.
     JITTER_BLOCK = 256
 
@@ -258,6 +260,9 @@ class DeviceLink:
         p = self.profile
         n = self._ho_block
         shape = p.handover_shape
+        if n <= self.SCALAR_BLOCK and shape == int(shape) and 1 <= shape <= 4:
+            self._refill_handovers_scalar(n, int(shape))
+            return
         if shape == int(shape) and 1 <= shape <= 4:
             # Gamma of integer shape is a sum of exponentials: the same distribution, several
             # times cheaper to draw (a van draws ~600 handovers per hour of its day).
@@ -278,6 +283,34 @@ class DeviceLink:
         self._ho_ends = ends.tolist()
         self._ho_pos = 0
         self._ho_origin = float(ends[-1])
+
+    def _refill_handovers_scalar(self, n: int, shape: int) -> None:
+        """``_refill_handovers`` for a still link's few handovers, one number at a time: the
+        same distributions (a gamma interval of integer shape as a sum of exponentials, a
+        lognormal length, each start an interval after the last end), but from the
+        generator's scalar draws (buffered by ``BufferedGenerator``) instead of five numpy calls
+        for four handovers (~35 µs a refill, ~1.8 % of a black-friday day in model mode). The
+        draws come from the ``network`` stream in another order than the block's: the same seed
+        gives the same run, not the same numbers as the block form."""
+        p = self.profile
+        rng = self.rng
+        scale = self._ho_mean / shape
+        mu, sigma = p.handover_mu, p.handover_sigma
+        starts: list[float] = []
+        ends: list[float] = []
+        end = self._ho_origin
+        for _ in range(n):
+            interval = 0.0
+            for _ in range(shape):
+                interval += rng.exponential(scale)
+            start = end + interval
+            end = start + rng.lognormal(mu, sigma) / 1000.0
+            starts.append(start)
+            ends.append(end)
+        self._ho_starts = starts
+        self._ho_ends = ends
+        self._ho_pos = 0
+        self._ho_origin = end
 
     def _advance(self, now_s: float) -> None:
         """Roll the renewal processes forward to ``now_s``; keep the outage covering now (the
