@@ -46,6 +46,7 @@ from simulator.behaviour.batch import KINDS, SessionSampler, draw_shoppers
 from simulator.network import Cause, DeviceLink, NetworkModel, RadioType
 from simulator.platform import (
     Calibration,
+    Rearmed,
     Request,
     Route,
     Station,
@@ -253,6 +254,10 @@ class ModelRun:
         self._report = self.stations["dispatch"].routes["ReportStop"]
         #: Orders placed whose window is not yet within the dispatch horizon, by window start.
         self._not_due: list[tuple[float, int, OrderSpec]] = []
+        #: Arrivals: the shoppers still to come, the next one, and the event it waits on.
+        self._arrival_order: Iterator[tuple[_SessionPlan, int, float]] = iter(())
+        self._arriving: tuple[_SessionPlan, int, float] | None = None
+        self._arrival_event = Rearmed(self.env)
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -268,25 +273,26 @@ class ModelRun:
             self.actions.update(plan.kind_counts())
             self._plan = None
 
-    def _arrivals(self) -> Generator[simpy.Event, Any, None]:
-        """Wait for each shopper's arrival and start their session."""
-        timeout = self.env.timeout
-        shoppers = self._shoppers_in_order()
-        arriving = next(shoppers, None)
-        if arriving is None:
-            return
-        wake = timeout(arriving[2])
-        while True:
-            yield wake
-            plan, j, t = arriving
-            # The next arrival (and the next block) before this session starts: the order in
-            # which a process per session used to draw and schedule, so runs repeat theirs.
-            arriving = next(shoppers, None)
-            if arriving is not None:
-                wake = timeout(arriving[2] - t)
-            _Session(self, plan, j).next_call()
-            if arriving is None:
-                return
+    def _start_arrivals(self) -> None:
+        """Schedule the first shopper's arrival; each arrival schedules the next
+        (``_arrive``)."""
+        self._arrival_order = self._shoppers_in_order()
+        self._arriving = next(self._arrival_order, None)
+        if self._arriving is not None:
+            self._arrival_event.after(self._arriving[2], self._arrive)
+
+    def _arrive(self, _: object) -> None:
+        """A shopper arrives: schedule the next arrival, then start this one's session.
+
+        The callback of one reused event, not a process's resume: an arrival waited on by a
+        generator made a ``Timeout`` and went through ``Process._resume`` for each of the day's
+        million shoppers. The next arrival is scheduled at the same time and in the same
+        order as the process did (before the session's first call), so runs repeat theirs."""
+        plan, j, t = self._arriving  # type: ignore[misc]
+        arriving = self._arriving = next(self._arrival_order, None)
+        if arriving is not None:
+            self._arrival_event.after(arriving[2] - t, self._arrive)
+        _Session(self, plan, j).next_call()
 
     def _plan_sessions(self, first: int, arrivals: np.ndarray) -> _SessionPlan:
         """Shoppers, their sessions and their calls' network delays for a block of arrivals."""
@@ -343,7 +349,7 @@ class ModelRun:
     def _end_session(self, plan: _SessionPlan, j: int) -> None:
         """Shopper ``j`` of ``plan`` made its last call: count its recommendations, place its
         order if it checked out."""
-        window = int(self.env.now // self.window_s)
+        window = int(self.env._now // self.window_s)  # env.now is a property: a call per read
         self._rec_shown[window] += plan.shown[j]
         self._rec_clicked[window] += plan.clicked[j]
         order = plan.orders.get(j)
@@ -424,7 +430,7 @@ class ModelRun:
         advance = self.world.vehicles.advance_counting
         cold_chain = van.spec.cold_chain
         carried, _ = advance(rng, van, phase)
-        while env.now < self.end_s:
+        while env._now < self.end_s:
             yield env.timeout(period)
             readings, results = advance(rng, van, period)
             readings += carried
@@ -438,7 +444,7 @@ class ModelRun:
             for result in results:
                 self._stop(result)
                 _LinkCall(self, link, self._report, 1, REPORT_STOP_WAITS).start()
-            if readings and (van.busy or self._on_shift(env.now)):
+            if readings and (van.busy or self._on_shift(env._now)):
                 self.telemetry_readings += readings
                 self._send_telemetry(link, readings + unsent, unsent)
                 unsent = 0
@@ -476,7 +482,7 @@ class ModelRun:
         """Run to the end; ``progress`` gets simulated seconds as they pass."""
         env = self.env
         self.vans = self.world.vehicles.fleet(self.world.rng("fleet"), start_s=0.0)
-        env.process(self._arrivals())
+        self._start_arrivals()
         env.process(self._dispatcher())
         for van in self.vans:
             env.process(self._van(van))
@@ -683,7 +689,9 @@ class _Session(Request):
         self.call = c + 1
         wait, delay, target, items = plan.calls[c]
         wait += self.carry
-        cause = Cause.LOSS
+        # The cause of a drop, looked up only for one: reading an Enum member costs ~0.1 µs,
+        # and this runs for every call of the day. ``None``: a loss, outside outages.
+        cause: Cause | None = None
         if self.env._now + wait >= self.next_outage:
             # A handover or radio-link failure may be in progress: ask the full link model.
             t = self.env._now + wait
@@ -694,7 +702,7 @@ class _Session(Request):
                 delay += outage
                 cause = outage_cause
         if delay > run.deadline_s:
-            run.net_failures[cause.value] += 1
+            run.net_failures[(Cause.LOSS if cause is None else cause).value] += 1
             target.stats.failed_network += 1
             self.carry = 0.0
             self.event.after(wait + run.deadline_s, self.next_call)
@@ -730,6 +738,37 @@ class _Session(Request):
         self.carry = half
         self.next_call()
 
+    def _served(self, _: object) -> None:
+        # ``Request._served`` with ``left`` inline: the end of most calls of a session (those
+        # without overhead), a Python call fewer per such event.
+        station = self.route.station
+        if station._waiting:
+            following = station._waiting.popleft()
+            following.event.after(0.0, following._start)
+        else:
+            station._free += 1
+        now = self.env._now
+        if self.overhead > 0:
+            self.event.after(self.overhead / 2, self._leave)
+            return
+        half = self.half
+        stats = self.route.stats
+        stats.completed_at.append(now + half)
+        stats.latency_s.append(self.delay + (now - self.arrived))
+        self.carry = half
+        self.next_call()
+
+    def _leave(self, _: object) -> None:
+        # ``Request._leave`` with ``left`` inline: the end of every call with overhead (the
+        # batched ones), a Python call fewer per such event.
+        now = self.env._now
+        half = self.half
+        stats = self.route.stats
+        stats.completed_at.append(now + half)
+        stats.latency_s.append(self.delay + (now - self.arrived))
+        self.carry = half
+        self.next_call()
+
 
 class _LinkCall(Request):
     """A van's call through its radio link to a station, tried again while dropped: attempt
@@ -762,14 +801,15 @@ class _LinkCall(Request):
         run = self.run
         wait = self.waits[self.attempt]
         run.net_calls += 1
-        transfer = self.link.transfer(self.env._now + wait, run.deadline_s)
-        if transfer.dropped:
-            run.net_failures[transfer.cause.value] += 1
+        # ``exchange``: ``transfer``'s numbers without making a ``Transfer`` per call.
+        delay, dropped, cause = self.link.exchange(self.env._now + wait, run.deadline_s)
+        if dropped:
+            run.net_failures[cause.value] += 1
             self.route.stats.failed_network += 1
-            self.event.after(wait + transfer.delay_s, self._dropped)
+            self.event.after(wait + delay, self._dropped)
             return
-        self.delay = transfer.delay_s
-        self.event.after(wait + transfer.delay_s / 2, self.reach)
+        self.delay = delay
+        self.event.after(wait + delay / 2, self.reach)
 
     def _dropped(self, _: object) -> None:
         self.attempt += 1

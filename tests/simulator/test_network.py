@@ -59,6 +59,34 @@ def test_stationary_devices_rarely_hand_over() -> None:
     assert still.handovers < moving.handovers / 10
 
 
+def test_a_still_links_scalar_handovers_follow_the_block_distributions() -> None:
+    # A still link draws its few handovers one number at a time, a moving link in numpy
+    # blocks: the same gamma intervals and lognormal lengths either way.
+    profile = DEFAULT_PROFILES[RadioType.NR_NSA]
+    still = DeviceLink(profile, np.random.default_rng(5), moving=False)
+    block = DeviceLink(profile, np.random.default_rng(6), moving=False)
+    block._ho_block = 4096  # past SCALAR_BLOCK: the numpy form
+    samples = []
+    for link in (still, block):
+        starts: list[float] = []
+        ends: list[float] = []
+        while len(starts) < 20_000:
+            link._refill_handovers()
+            starts += link._ho_starts
+            ends += link._ho_ends
+        lengths = np.asarray(ends) - np.asarray(starts)
+        intervals = np.asarray(starts[1:]) - np.asarray(ends[:-1])
+        samples.append((intervals, lengths))
+    (i_scalar, l_scalar), (i_block, l_block) = samples
+    mean = profile.handover_interval_s / NetworkConfig().stationary_handover_factor
+    for intervals in (i_scalar, i_block):
+        assert abs(intervals.mean() - mean) < 0.03 * mean
+        # Gamma of shape k: variance mean^2 / k.
+        assert abs(intervals.var() / mean**2 - 1 / profile.handover_shape) < 0.05
+    assert abs(np.log(l_scalar).mean() - np.log(l_block).mean()) < 0.02
+    assert abs(np.log(l_scalar).std() - np.log(l_block).std()) < 0.02
+
+
 def test_outages_delay_or_drop_exchanges_and_name_the_cause() -> None:
     config = NetworkConfig()
     model = NetworkModel(config, seed=1)
