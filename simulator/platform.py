@@ -631,9 +631,6 @@ class Station:
         _CallbackRequest(self.env, left.succeed).send(self.routes[rpc], items)
         return float((yield left))
 
-    def record(self, rpc: str, completed_at: float, latency_s: float) -> None:
-        self.stats[rpc].add(completed_at, latency_s)
-
     def utilisation(self, window: int) -> float:
         return self.busy_s.get(window, 0.0) / (self.workers * self.window_s)
 

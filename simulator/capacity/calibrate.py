@@ -189,6 +189,18 @@ class Calibrator:
         passes = self.echo_passes if name == "echo" else self.service_passes[name]
         return [merge_results([run[i] for run in passes]) for i in range(len(self.ladder))]
 
+    def measure_all(self, log: Any = print) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Every measurement in order, then the fit (``calibrate`` alone: nothing in
+        between the passes). The ladder runs ``passes`` times with ``duration_s / passes`` per
+        level and the passes are pooled, so a burst of background load spreads over the levels
+        instead of bending one of them."""
+        self.start()
+        for index in range(self.passes):
+            self.measure_pass()
+            if index == 0:
+                self.measure_light()
+        return self.fit(log)
+
     def fit(self, log: Any = print) -> tuple[dict[str, Any], dict[str, Any]]:
         """The service entries of the calibration (JSON objects) and the raw measurements,
         from the passes measured so far."""
@@ -364,40 +376,6 @@ class Calibrator:
         return entries, raw
 
 
-def measure_and_fit(
-    generator: Any,
-    running: Any,
-    services: list[str],
-    ladder: list[int],
-    *,
-    duration_s: float,
-    warmup_s: float,
-    workers: int,
-    passes: int = 2,
-    log: Any = print,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Measure echo and each service's ladder, fit the model; returns the service entries of
-    the calibration (JSON objects) and the raw measurements. The ladder runs ``passes`` times
-    with ``duration_s / passes`` per level and the passes are pooled, so a burst of background
-    load spreads over the levels instead of bending one of them."""
-    calibrator = Calibrator(
-        generator,
-        running,
-        services,
-        ladder,
-        duration_s=duration_s,
-        warmup_s=warmup_s,
-        workers=workers,
-        passes=passes,
-    )
-    calibrator.start()
-    for index in range(passes):
-        calibrator.measure_pass()
-        if index == 0:
-            calibrator.measure_light()
-    return calibrator.fit(log)
-
-
 def batch_table(
     rows: list[dict[str, Any]], overhead_ms: float, max_batch: int
 ) -> tuple[tuple[float, float], ...]:
@@ -501,7 +479,7 @@ def run(args: argparse.Namespace) -> int:
             config_path=getattr(args, "config", None),
             log=log,
         ) as running:
-            entries, raw = measure_and_fit(
+            entries, raw = Calibrator(
                 generator,
                 running,
                 checked["services"],
@@ -510,8 +488,7 @@ def run(args: argparse.Namespace) -> int:
                 warmup_s=args.warmup,
                 workers=args.workers,
                 passes=args.passes,
-                log=log,
-            )
+            ).measure_all(log)
     provenance = provenance_for(checked["services"], sys.argv[1:], raw)
     calibration = build_calibration(base, entries, provenance)
     payload = calibration_to_json(calibration)
