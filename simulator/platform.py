@@ -27,6 +27,7 @@ from simpy.events import NORMAL
 
 DISTRIBUTIONS = ("exponential", "deterministic", "lognormal")
 VARIABILITY = ("fixed", "proportional", "averaged")
+WAKE = ("constant", "exponential")
 LOAD_DEPENDENCE_KEYS = ("concurrency", "throughput", "mean_ms", "p50_ms", "p95_ms", "p99_ms")
 
 
@@ -105,6 +106,12 @@ class Batching:
     #: loop woken from sleep). Measured on this VM it is milliseconds: open-loop calls at light
     #: load are much slower than back-to-back closed-loop ones.
     wake_ms: float = 0.0
+    #: How the wake-up is drawn: ``constant`` (exactly ``wake_ms``; files without the key) or
+    #: ``exponential`` with mean ``wake_ms``. Waking a sleeping thread, or winning the GIL
+    #: back from the event loop, is a wait of random length: with a constant wake-up the
+    #: model put light-load latencies in too narrow a band (its p95 10-15 % low at 10-25 %
+    #: of a knee in every validate run; see docs/capacity.md).
+    wake: str = "constant"
     #: Event-loop time per call (receive, parse, respond: what the bare echo server spends on
     #: a call) that the batch waits for: through the GIL when the batch runs in a thread of the
     #: server (intent), through the cores when it runs in a process of its own on a busy
@@ -290,6 +297,8 @@ def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
                 batching["grow_to_previous"] = True
             if svc.batching.wake_ms:
                 batching["wake_ms"] = svc.batching.wake_ms
+            if svc.batching.wake != "constant":
+                batching["wake"] = svc.batching.wake
             if svc.batching.loop_ms:
                 batching["loop_ms"] = svc.batching.loop_ms
             if svc.batching.rpcs:
@@ -344,6 +353,9 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 raise CalibrationError(
                     f"{key}.batching.variability: one of {', '.join(VARIABILITY)}"
                 )
+            wake = b.get("wake", "constant")
+            if wake not in WAKE:
+                raise CalibrationError(f"{key}.batching.wake: one of {', '.join(WAKE)}")
             batching = Batching(
                 max_batch=int(_number(b.get("max_batch", 32), f"{key}.batching.max_batch", 1)),
                 max_wait_ms=_number(b.get("max_wait_ms", 0.0), f"{key}.batching.max_wait_ms"),
@@ -352,6 +364,7 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                     b.get("grow_to_previous", False), f"{key}.batching.grow_to_previous"
                 ),
                 wake_ms=_number(b.get("wake_ms", 0.0), f"{key}.batching.wake_ms"),
+                wake=wake,
                 loop_ms=_number(b.get("loop_ms", 0.0), f"{key}.batching.loop_ms"),
                 rpcs=_rpc_names(b.get("rpcs", []), f"{key}.batching.rpcs", rpcs),
             )
@@ -613,7 +626,7 @@ class Station:
         self.routes = {rpc: Route(self, rpc) for rpc in calibration.rpcs}
         if self._batching is not None:
             for _ in range(calibration.workers):
-                _BatchWorker(self, self._batching).next_batch()
+                _BatchWorker(self, self._batching, rng).next_batch()
 
     def _account(self, start: float, service: float, wait: float) -> None:
         window = int(start // self.window_s)
@@ -793,6 +806,7 @@ class _BatchWorker:
         "max_batch",
         "max_wait_s",
         "previous",
+        "rng",
         "seen",
         "service",
         "started",
@@ -800,16 +814,23 @@ class _BatchWorker:
         "stolen",
         "variability",
         "wake_s",
+        "wakes",
         "woken",
     )
 
-    def __init__(self, station: Station, batching: Batching) -> None:
+    #: Exponential wake-ups drawn per numpy call.
+    WAKE_BLOCK = 1024
+
+    def __init__(self, station: Station, batching: Batching, rng: np.random.Generator) -> None:
         self.station = station
         self.event = Rearmed(station.env)
         self.max_batch = batching.max_batch
         self.max_wait_s = batching.max_wait_ms / 1000.0
         self.variability = batching.variability
         self.wake_s = batching.wake_ms / 1000.0
+        self.rng = rng
+        #: Drawn exponential wake-ups (s), used from the end; ``None``: the constant one.
+        self.wakes: list[float] | None = [] if batching.wake == "exponential" else None
         self.loop_s = batching.loop_ms / 1000.0
         self.grow = batching.grow_to_previous
         #: Size of the last batch (what ``grow`` waits for).
@@ -852,6 +873,13 @@ class _BatchWorker:
         self.woken = True
         self.next_batch()
 
+    def _draw_wake(self) -> float:
+        wakes = self.wakes
+        assert wakes is not None
+        if not wakes:
+            wakes.extend(self.rng.exponential(self.wake_s, self.WAKE_BLOCK).tolist())
+        return wakes.pop()
+
     def _grown(self, _: object) -> None:
         self.station._gathered = None
         # Another worker may have taken the queue meanwhile.
@@ -881,7 +909,7 @@ class _BatchWorker:
         else:
             service = sampler.sample(0) + sampler.per_item_s * items
         if self.woken:
-            service += self.wake_s
+            service += self.wake_s if self.wakes is None else self._draw_wake()
             self.woken = False
         self.batch = batch
         self.previous = len(batch)

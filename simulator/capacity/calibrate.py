@@ -31,6 +31,9 @@ ECHO_LIGHT_RATE = 50.0
 #: Light open-loop load for the lone-call measurement, as a fraction of the ladder's best
 #: throughput.
 LIGHT_FRACTION = 0.1
+#: Random pairs of (open-loop echo, back-to-back lone call) that stand for a lone call at
+#: light load without the wake-up, when the wake-up's mean is worked out.
+WAKE_SAMPLES = 20_000
 
 
 #: Quantiles of the overhead kept in the file (0 %, 2.5 %, ..., 100 %).
@@ -182,11 +185,13 @@ class Calibrator:
                 [OpenJob(workload, light_rate, 2 * self.duration_s, self.warmup_s, seed=2)]
             )[0]
 
-    def _levels(self, name: str) -> list[Any]:
-        """The ladder's levels of ``name`` (or echo), the passes so far pooled."""
+    def _levels(self, name: str, only_pass: int | None = None) -> list[Any]:
+        """The ladder's levels of ``name`` (or echo), the passes so far pooled (or one)."""
         from simulator.capacity.measure import merge_results
 
         passes = self.echo_passes if name == "echo" else self.service_passes[name]
+        if only_pass is not None:
+            passes = [passes[only_pass]]
         return [merge_results([run[i] for run in passes]) for i in range(len(self.ladder))]
 
     def measure_all(self, log: Any = print) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -201,12 +206,20 @@ class Calibrator:
                 self.measure_light()
         return self.fit(log)
 
-    def fit(self, log: Any = print) -> tuple[dict[str, Any], dict[str, Any]]:
+    def fit(
+        self, log: Any = print, only_pass: int | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The service entries of the calibration (JSON objects) and the raw measurements,
-        from the passes measured so far."""
+        from the passes measured so far (or from pass ``only_pass`` alone; the echo and
+        light-load runs of ``start`` and ``measure_light`` are shared by every pass)."""
         import numpy as np
 
-        from simulator.capacity.fit import capacity_per_s, fit_batching, simulate_closed
+        from simulator.capacity.fit import (
+            capacity_per_s,
+            exponential_wake_ms,
+            fit_batching,
+            simulate_closed,
+        )
         from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
         from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
@@ -225,7 +238,7 @@ class Calibrator:
         # concurrency leaves the time of the batch itself, the part that queues.
         echo_ladder = {
             c: result.summary()["mean_ms"]
-            for c, result in zip(self.ladder, self._levels("echo"), strict=True)
+            for c, result in zip(self.ladder, self._levels("echo", only_pass), strict=True)
         }
         log(
             "echo ladder: "
@@ -250,11 +263,11 @@ class Calibrator:
             "echo_open": echo_open,
             "echo_ladder_mean_ms": echo_ladder,
             "loop_ms": loop_ms,
-            "passes": len(self.echo_passes),
+            "passes": len(self.echo_passes) if only_pass is None else 1,
         }
         for name in self.services:
             rpc, max_batch = MEASURABLE[name]
-            results = self._levels(name)
+            results = self._levels(name, only_pass)
             rows = []
             for result in results:
                 s = result.summary()
@@ -292,12 +305,16 @@ class Calibrator:
             lone = light.summary()
             t1 = table[0][1]
             # Medians, not means: a burst of background load during these few seconds must
-            # not become a wake-up cost every idle batch pays.
-            wake_ms = max(
-                (lone["p50_ms"] - echo_open["p50_ms"])
-                - (rows[0]["p50_ms"] - echo_result["p50_ms"]),
-                0.0,
-            )
+            # not become a wake-up cost every idle batch pays. A lone call at light load
+            # without the wake-up is the open-loop echo's overhead plus the back-to-back
+            # lone call's own time (both measured); the wake-up is the exponential delay
+            # that moves the median of that sum to the light run's median.
+            pairs = np.random.default_rng(0)
+            own_ms = np.asarray(results[0].latencies_ms) - echo_result["p50_ms"]
+            without_wake = pairs.choice(
+                np.asarray(self.echo_open.latencies_ms), WAKE_SAMPLES
+            ) + pairs.choice(own_ms, WAKE_SAMPLES)
+            wake_ms = exponential_wake_ms(without_wake, light.latencies_ms)
             # The noise is drawn on T(n); scale it so a lone call (T(1) + wake) keeps its
             # spread. Two estimates (the light open-loop run, and the back-to-back lone calls
             # of the ladder): background load only ever widens a spread, so the calmer one
@@ -331,6 +348,8 @@ class Calibrator:
                     grow_to_previous=BATCH_WAIT[name][1],
                     variability="averaged",
                     wake_ms=round(wake_ms, 4),
+                    # A wait of random length: a thread woken, the GIL won back.
+                    wake="exponential",
                     loop_ms=round(loop_ms, 4),
                 ),
             )
@@ -431,7 +450,8 @@ SOURCE = (
     "process (batch_ms: mean latency at concurrency n less echo's mean at the same concurrency; "
     "mean_ms/per_item_ms: line fit of the same), overhead_ms: open-loop echo at 50/s (and its "
     "quantiles, overhead_quantiles_ms), wake_ms: "
-    "a lone call at a light open-loop rate less overhead and T(1) (medians), loop_ms: echo's "
+    "the mean of an exponential wake-up (wake) that moves the median of open-loop echo plus "
+    "a back-to-back lone call to that of a lone call at a light open-loop rate, loop_ms: echo's "
     "mean per call at the top of its ladder, cv: lognormal "
     "p50..p95 spread; services not in measured_services keep the base file's entries"
 )

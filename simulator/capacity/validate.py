@@ -253,22 +253,28 @@ def predict_rows(
     max_in_flight: int,
     seed: int,
     log: Any,
+    paired: list[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Measured and predicted rows over the rate ladder: the model gets each measured run's
-    arrival times (same seed), cap and window; the passes are pooled on both sides."""
+    arrival times (same seed), cap and window; the passes are pooled on both sides.
+
+    With ``paired`` (one service calibration per pass, each fitted to its calibration pass
+    alone) the rows also carry ``p_p95_paired_ms``: each validation pass predicted from the
+    calibration pass just before it, then pooled. It follows the machine's drift pass by pass
+    at the price of a noisier fit per pass; shown beside the judged prediction, not judged."""
     import numpy as np
 
     from simulator.capacity.fit import simulate_open
     from simulator.capacity.measure import OpenJob, merge_results
 
     timeout_s = OpenJob.timeout_s
-    rows = []
-    for index, rate in enumerate(rates):
-        measured = merge_results([runs[index] for runs in measured_passes]).summary()
-        predicted = merge_results(
+    passes = len(measured_passes)
+
+    def predict(index: int, rate: float, calibrations: list[Any]) -> dict[str, Any]:
+        summary: dict[str, Any] = merge_results(
             [
                 simulate_open(
-                    service_cal,
+                    calibrations[pass_index],
                     rpc,
                     rate=rate,
                     duration_s=per_pass_s,
@@ -277,9 +283,15 @@ def predict_rows(
                     max_in_flight=max_in_flight,
                     timeout_s=timeout_s,
                 )
-                for pass_index in range(len(measured_passes))
+                for pass_index in range(passes)
             ]
         ).summary()
+        return summary
+
+    rows = []
+    for index, rate in enumerate(rates):
+        measured = merge_results([runs[index] for runs in measured_passes]).summary()
+        predicted = predict(index, rate, [service_cal] * passes)
         row: dict[str, Any] = {"rate": rate}
         for prefix, summary in (("m", measured), ("p", predicted)):
             for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "drops", "errors"):
@@ -295,6 +307,14 @@ def predict_rows(
             if len(per_pass) > 1 and mean > 0
             else None
         )
+        if paired:
+            paired_p95 = float(predict(index, rate, paired)["p95_ms"])
+            row["p_p95_paired_ms"] = round(paired_p95, 3)
+            row["p95_error_paired"] = (
+                round((paired_p95 - measured["p95_ms"]) / measured["p95_ms"], 3)
+                if measured["p95_ms"]
+                else None
+            )
         rows.append(row)
         log(
             f"{rpc} @ {rate:.1f}/s: measured {measured['throughput']:.1f}/s p95 "
@@ -314,6 +334,7 @@ COLUMNS = (
     "p_p95_ms",
     "p95_error",
     "m_p95_se",
+    "p95_error_paired",
     "m_p99_ms",
     "p_p99_ms",
     "m_drops",
@@ -341,15 +362,16 @@ def run(args: argparse.Namespace) -> int:
             config_path=getattr(args, "config", None),
             log=log,
         ) as running:
-            calibration, measured, rates = measure(args, checked, generator, running, log)
-    return judge(args, checked, calibration, measured, rates, log)
+            calibration, measured, rates, paired = measure(args, checked, generator, running, log)
+    return judge(args, checked, calibration, measured, rates, log, paired)
 
 
 def measure(
     args: argparse.Namespace, checked: dict[str, Any], generator: Any, running: Any, log: Any
-) -> tuple[Any, dict[str, list[list[Any]]], dict[str, list[float]]]:
-    """The calibration (given, or measured in this run) and every pass of every service's
-    rate ladder.
+) -> tuple[Any, dict[str, list[list[Any]]], dict[str, list[float]], list[Any]]:
+    """The calibration (given, or measured in this run), every pass of every service's
+    rate ladder, and (when calibrating in the run) the fit of each calibration pass alone,
+    for predicting each validation pass from the calibration pass just before it.
 
     When calibrating in the run, its passes alternate with the validation's: calibration
     pass 1, validation pass 1, calibration pass 2, and so on, so the calibration and the
@@ -419,15 +441,24 @@ def measure(
                     seed=args.seed,
                 )
             )
+    paired: list[Any] = []
     if calibrator is not None:
         entries, raw = calibrator.fit(log)
-        calibration = build_calibration(
-            load_calibration("default"), entries, provenance_for(services, sys.argv[1:], raw)
-        )
+        base = load_calibration("default")
+        calibration = build_calibration(base, entries, provenance_for(services, sys.argv[1:], raw))
         (args.out / "calibration.json").write_text(
             json.dumps(calibration_to_json(calibration), indent=2) + "\n", encoding="utf-8"
         )
-    return calibration, measured, rates
+        if args.passes > 1:
+            paired = [
+                build_calibration(base, calibrator.fit(lambda _m: None, only_pass=i)[0], {})
+                for i in range(args.passes)
+            ]
+            (args.out / "calibration-passes.json").write_text(
+                json.dumps([calibration_to_json(c) for c in paired], indent=2) + "\n",
+                encoding="utf-8",
+            )
+    return calibration, measured, rates, paired
 
 
 def judge(
@@ -437,8 +468,10 @@ def judge(
     measured: dict[str, list[list[Any]]],
     rates: dict[str, list[float]],
     log: Any,
+    paired: list[Any] | None = None,
 ) -> int:
-    """Predict each measured run, judge the bounds, write validate.json and the report."""
+    """Predict each measured run, judge the bounds, write validate.json and the report
+    (``paired``: the per-pass calibrations of :func:`measure`, for the paired column)."""
     from simulator.capacity.fit import capacity_per_s
     from simulator.capacity.harness import MEASURABLE
 
@@ -456,6 +489,7 @@ def judge(
             max_in_flight=args.max_in_flight,
             seed=args.seed,
             log=log,
+            paired=[c.services[name] for c in paired] if paired else None,
         )
         verdict = evaluate(
             rows,

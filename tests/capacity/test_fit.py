@@ -10,6 +10,7 @@ import pytest
 from simulator.capacity.calibrate import lognormal_cv
 from simulator.capacity.fit import (
     capacity_per_s,
+    exponential_wake_ms,
     fit_batching,
     fit_line,
     simulate_closed,
@@ -120,3 +121,21 @@ def test_the_event_loop_share_lowers_the_capacity_and_the_model_saturates_there(
     )
     assert heavy.throughput == pytest.approx(capacity, rel=0.08)
     assert heavy.throughput < 0.9 * c0
+
+
+@pytest.mark.parametrize("spread_ms", [0.3, 2.0])
+def test_exponential_wake_is_recovered_from_medians_where_a_median_shift_is_not(
+    spread_ms: float,
+) -> None:
+    """Lone calls of 5 ms with a narrow (0.3 ms, like intent's) or wide spread, and the same
+    calls plus an exponential wake-up of mean 1.5 ms: the estimate finds 1.5 ms either way,
+    while the plain difference of medians reads it low when the spread is narrow."""
+    rng = np.random.default_rng(11)
+    without = 5.0 + spread_ms * rng.standard_normal(40_000)
+    woken = 5.0 + spread_ms * rng.standard_normal(40_000) + rng.exponential(1.5, 40_000)
+    assert exponential_wake_ms(without, woken.tolist()) == pytest.approx(1.5, rel=0.04)
+    shift = float(np.median(woken) - np.median(without))
+    if spread_ms < 1:
+        assert shift < 0.8 * 1.5
+    # No difference in medians, no wake-up.
+    assert exponential_wake_ms(without, without.tolist()) == 0.0

@@ -87,6 +87,26 @@ def test_a_batch_started_on_an_idle_batcher_pays_the_wake_up() -> None:
     assert done == [4.0, 6.0]
 
 
+def test_an_exponential_wake_up_has_the_mean_and_spread_of_one() -> None:
+    """Lone calls 50 ms apart, T(1) exactly 1 ms, wake-up exponential with mean 2 ms: each
+    call takes 1 ms plus a wake-up whose mean is 2 ms and whose standard deviation is its
+    mean (a constant one would have none)."""
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 1.0, 0.0, 0.0)},
+        batching=Batching(max_batch=8, max_wait_ms=0.0, wake_ms=2.0, wake="exponential"),
+    )
+    arrivals = [0.05 * i for i in range(4000)]
+    done, _ = _finish_times(service, arrivals)
+    wakes = np.array(done) - np.array(arrivals) * 1000 - 1.0
+    assert wakes.min() >= 0
+    assert wakes.mean() == pytest.approx(2.0, rel=0.05)
+    assert wakes.std() == pytest.approx(2.0, rel=0.08)
+    # Same seed, same draws.
+    again, _ = _finish_times(service, arrivals)
+    assert again == done
+
+
 def test_after_a_batch_of_several_the_next_waits_to_grow_to_its_size_or_the_window() -> None:
     """The recommendation service's batcher: T(n) = 1 ms flat, window 5 ms. A call at t=0 is
     ranked alone at once (0..1). Two at 0.5 ms queue and go together at 1 ms (the previous
@@ -301,6 +321,7 @@ def _measured() -> dict[str, Any]:
                     "max_wait_ms": 0.0,
                     "variability": "averaged",
                     "wake_ms": 1.5,
+                    "wake": "exponential",
                     "loop_ms": 0.25,
                     "grow_to_previous": True,
                 },
@@ -330,6 +351,7 @@ def test_json_round_trip_keeps_every_field() -> None:
     rec = again.services["recommendation"]
     assert rec.batching is not None and rec.batching.variability == "averaged"
     assert rec.batching.loop_ms == 0.25
+    assert rec.batching.wake == "exponential"
     assert rec.batching.grow_to_previous
     assert rec.rpcs["Recommend"].overhead_ms == 0.9
     assert rec.rpcs["Recommend"].load_dependence[1]["throughput"] == 290.0
@@ -343,6 +365,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
     del rpc["overhead_ms"], rpc["load_dependence"]
     del old["services"]["recommendation"]["batching"]["variability"]
     del old["services"]["recommendation"]["batching"]["wake_ms"]
+    del old["services"]["recommendation"]["batching"]["wake"]
     del old["services"]["recommendation"]["batching"]["loop_ms"]
     del old["services"]["recommendation"]["batching"]["grow_to_previous"]
     parsed = parse_calibration(old)
@@ -357,6 +380,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
         (("rpcs", "Recommend", "overhead_ms"), -1, "rpcs.Recommend.overhead_ms: must be"),
         (("batching", "variability"), "wild", "batching.variability: one of"),
         (("batching", "wake_ms"), "slow", "batching.wake_ms: expected a number"),
+        (("batching", "wake"), "gamma", "batching.wake: one of constant, exponential"),
         (("batching", "loop_ms"), -0.5, "batching.loop_ms: must be"),
         (("batching", "grow_to_previous"), "yes", "batching.grow_to_previous: expected true"),
         (("batching", "rpcs"), ["Nope"], "batching.rpcs: unknown RPC 'Nope'"),

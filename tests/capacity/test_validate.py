@@ -4,6 +4,7 @@ the order in which a validate that calibrates first measures (with a recording g
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
         "rates": [10.0, 20.0],
         "calibration": None,
     }
-    calibration, measured, rates = validate.measure(
+    calibration, measured, rates, paired = validate.measure(
         args, checked, generator, Running({}, workloads), lambda _m: None
     )
     echo, rec = "echo", "recommendation"
@@ -155,6 +156,11 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     per_item = calibration.services[rec].rpcs["Recommend"].per_item_ms
     assert per_item == pytest.approx(0.7, rel=0.15)
     assert (tmp_path / "calibration.json").exists()
+    # Each calibration pass is also fitted alone: the fast first pass (0.3 ms per call),
+    # then the slow machine (0.9 ms).
+    per_pass = [c.services[rec].rpcs["Recommend"].per_item_ms for c in paired]
+    assert per_pass == pytest.approx([0.3, 0.9, 0.9], rel=0.15)
+    assert len(json.loads((tmp_path / "calibration-passes.json").read_text())) == 3
     # Each row carries the measured p95 of every pass and its standard error over them.
     rows = validate.predict_rows(
         calibration.services[rec],
@@ -166,9 +172,14 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
         max_in_flight=64,
         seed=7,
         log=lambda _m: None,
+        paired=[c.services[rec] for c in paired],
     )
     passes = rows[0]["m_p95_passes"]
     assert len(passes) == 3 and passes[1] > 2 * passes[0]  # the machine slowed down
     expected = np.std(passes, ddof=1) / np.sqrt(3) / np.mean(passes)
     assert rows[0]["m_p95_se"] == pytest.approx(expected, abs=1e-3)
     assert rows[0]["p_p95_ms"] > 0
+    # Paired: two of the three passes are predicted from the slow machine's fit, so the
+    # pooled p95 of the paired predictions is above that of the fit of all passes.
+    assert rows[0]["p_p95_paired_ms"] > rows[0]["p_p95_ms"]
+    assert rows[0]["p95_error_paired"] is not None
