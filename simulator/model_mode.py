@@ -645,7 +645,8 @@ class _Session(Request):
     its station and is served; after its last call the session ends. (A SimPy process per
     session would add a start and an end event, and a generator resume per wait, to the
     events the calls themselves wait on.) The session is its calls' request (``Request``):
-    it makes one call at a time, so one object and one event serve the whole session."""
+    it makes one call at a time, so one object, which is also the event it waits on, serves
+    the whole session."""
 
     __slots__ = (
         "call",
@@ -678,7 +679,7 @@ class _Session(Request):
         run.shoppers += 1
         run.net_calls += self.stop - self.call
 
-    def next_call(self, _: object = None) -> None:
+    def next_call(self) -> None:
         """Send the next call (or end the session after the last)."""
         run = self.run
         plan = self.plan
@@ -705,14 +706,14 @@ class _Session(Request):
             run.net_failures[(Cause.LOSS if cause is None else cause).value] += 1
             target.stats.failed_network += 1
             self.carry = 0.0
-            self.event.after(wait + run.deadline_s, self.next_call)
+            self.after(wait + run.deadline_s, _Session.next_call)
             return
         self.route = target
         self.items = items
         self.delay = delay
         self.half = half = delay * 0.5
         # Sent when the uplink is through.
-        self.event.after(wait + half, self.reach)
+        self.after(wait + half, Request.reach)
 
     def _link(self) -> DeviceLink:
         """The shopper's link, made when a call first reaches its first outage."""
@@ -738,18 +739,17 @@ class _Session(Request):
         self.carry = half
         self.next_call()
 
-    def _served(self, _: object) -> None:
+    def _served(self) -> None:
         # ``Request._served`` with ``left`` inline: the end of most calls of a session (those
         # without overhead), a Python call fewer per such event.
         station = self.route.station
         if station._waiting:
-            following = station._waiting.popleft()
-            following.event.after(0.0, following._start)
+            station._waiting.popleft().after(0.0, Request._start)
         else:
             station._free += 1
         now = self.env._now
         if self.overhead > 0:
-            self.event.after(self.overhead / 2, self._leave)
+            self.after(self.overhead / 2, _Session._leave)
             return
         half = self.half
         stats = self.route.stats
@@ -758,7 +758,7 @@ class _Session(Request):
         self.carry = half
         self.next_call()
 
-    def _leave(self, _: object) -> None:
+    def _leave(self) -> None:
         # ``Request._leave`` with ``left`` inline: the end of every call with overhead (the
         # batched ones), a Python call fewer per such event.
         now = self.env._now
@@ -806,12 +806,12 @@ class _LinkCall(Request):
         if dropped:
             run.net_failures[cause.value] += 1
             self.route.stats.failed_network += 1
-            self.event.after(wait + delay, self._dropped)
+            self.after(wait + delay, _LinkCall._dropped)
             return
         self.delay = delay
-        self.event.after(wait + delay / 2, self.reach)
+        self.after(wait + delay / 2, Request.reach)
 
-    def _dropped(self, _: object) -> None:
+    def _dropped(self) -> None:
         self.attempt += 1
         if self.attempt < len(self.waits):
             if self.on_retry is not None:
