@@ -416,39 +416,6 @@ class ModelRun:
     def _vans_on_shift(self) -> list[VehicleState]:
         return self.vans if self._on_shift(self.env.now) else []
 
-    def _van(self, van: VehicleState) -> Generator[simpy.Event, Any, None]:
-        env = self.env
-        fleet = self.scenario.fleet
-        period = fleet.telemetry_interval_s * fleet.batch_readings
-        rng = self.world.rng(f"van-{van.spec.vehicle_id}")
-        link = self.network.link(van.spec.vehicle_id, van.spec.radio, moving=True, now_s=env.now)
-        unsent = 0
-        # Vans are not synchronised: each starts its batch cycle at its own phase (in step
-        # they would send in bursts of the whole fleet).
-        phase = float(rng.uniform(0.0, period))
-        yield env.timeout(phase)
-        advance = self.world.vehicles.advance_counting
-        cold_chain = van.spec.cold_chain
-        carried, _ = advance(rng, van, phase)
-        while env._now < self.end_s:
-            yield env.timeout(period)
-            readings, results = advance(rng, van, period)
-            readings += carried
-            carried = 0
-            if cold_chain:
-                temperature = van.box_temperature_c
-                self.cold_max_c = max(self.cold_max_c, temperature)
-                if temperature > self.cold_limit_c:
-                    # Sampled once per batch period: an estimate of time out of range.
-                    self.cold_excursion_s += period
-            for result in results:
-                self._stop(result)
-                _LinkCall(self, link, self._report, 1, REPORT_STOP_WAITS).start()
-            if readings and (van.busy or self._on_shift(env._now)):
-                self.telemetry_readings += readings
-                self._send_telemetry(link, readings + unsent, unsent)
-                unsent = 0
-
     def _send_telemetry(self, link: DeviceLink, readings: int, resent: int) -> None:
         self.telemetry_batches += 1
         self.telemetry_resent += resent
@@ -485,7 +452,7 @@ class ModelRun:
         self._start_arrivals()
         env.process(self._dispatcher())
         for van in self.vans:
-            env.process(self._van(van))
+            _Van(self, van)
         started = time.perf_counter()
         cpu_started = time.process_time()
         step = max(self.window_s, 60.0)
@@ -821,6 +788,63 @@ class _LinkCall(Request):
     def left(self, in_service: float) -> None:
         delay = self.delay
         self.route.stats.add(self.env._now + delay / 2, delay + in_service)
+
+
+class _Van(Rearmed):
+    """One van's day as the callback of one reused event (``Rearmed``), not a process: every
+    batch period it moves (``advance_counting``), reports the stops it finished and sends its
+    telemetry batch. A generator process made a ``Timeout`` and went through
+    ``Process._resume`` for each of the ~900,000 periods of a black-friday day; the periods
+    are the same events, at the same times, and the van draws the same numbers."""
+
+    __slots__ = ("carried", "link", "period", "phase", "rng", "run", "van")
+
+    def __init__(self, run: ModelRun, van: VehicleState) -> None:
+        super().__init__(run.env)
+        fleet = run.scenario.fleet
+        self.run = run
+        self.van = van
+        self.period = fleet.telemetry_interval_s * fleet.batch_readings
+        self.rng = run.world.rng(f"van-{van.spec.vehicle_id}")
+        self.link = run.network.link(
+            van.spec.vehicle_id, van.spec.radio, moving=True, now_s=run.env.now
+        )
+        #: Readings taken before the first period (sent with its batch).
+        self.carried = 0
+        # Vans are not synchronised: each starts its batch cycle at its own phase (in step
+        # they would send in bursts of the whole fleet).
+        self.phase = float(self.rng.uniform(0.0, self.period))
+        self.after(self.phase, _Van._start)
+
+    def _start(self) -> None:
+        run = self.run
+        self.carried, _ = run.world.vehicles.advance_counting(self.rng, self.van, self.phase)
+        if self.env._now < run.end_s:
+            self.after(self.period, _Van._period)
+
+    def _period(self) -> None:
+        """A batch period has passed."""
+        run = self.run
+        van = self.van
+        period = self.period
+        readings, results = run.world.vehicles.advance_counting(self.rng, van, period)
+        readings += self.carried
+        self.carried = 0
+        if van.spec.cold_chain:
+            temperature = van.box_temperature_c
+            run.cold_max_c = max(run.cold_max_c, temperature)
+            if temperature > run.cold_limit_c:
+                # Sampled once per batch period: an estimate of time out of range.
+                run.cold_excursion_s += period
+        for result in results:
+            run._stop(result)
+            _LinkCall(run, self.link, run._report, 1, REPORT_STOP_WAITS).start()
+        now = self.env._now
+        if readings and (van.busy or run._on_shift(now)):
+            run.telemetry_readings += readings
+            run._send_telemetry(self.link, readings, 0)
+        if now < run.end_s:
+            self.after(period, _Van._period)
 
 
 @contextmanager
