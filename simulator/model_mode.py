@@ -20,6 +20,7 @@ import bisect
 import gc
 import heapq
 import math
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
@@ -103,19 +104,28 @@ _Target = Route
 SESSION_BLOCK = 16384
 
 
+#: A call of a session plan, packed: the wait before it (think time), its network delay
+#: outside outages, its target (index into ``ModelRun._targets``) and items.
+CALL_RECORD = struct.Struct("<ddII")
+_CALL_DTYPE = np.dtype([("wait", "<f8"), ("delay", "<f8"), ("target", "<u4"), ("items", "<u4")])
+_CALL_SIZE = CALL_RECORD.size
+_unpack_call = CALL_RECORD.unpack_from
+
+
 @dataclass
 class _SessionPlan:
-    """A block of sessions compiled to platform calls, as plain lists (indexing a list is
-    several times cheaper than indexing a numpy array, and gives Python floats SimPy adds
-    fast). Calls ``start[j]:start[j + 1]`` are session ``j``'s, each one tuple (one index at
-    run time instead of four): the wait before it (think time), its network delay outside
-    outages, its target (station, rpc, the rpc's stats) and items. The first handover /
-    radio-link failure of each shopper's link decides whether a call needs the full link
-    model."""
+    """A block of sessions compiled to platform calls, per session as plain lists (indexing
+    a list is several times cheaper than indexing a numpy array, and gives Python floats
+    SimPy adds fast). The calls are packed records (``CALL_RECORD``) in one buffer, session
+    ``j``'s from byte ``start[j]`` to ``start[j + 1]``: a session reads its calls minutes of
+    simulated time after the block was drawn, when a tuple per call and its floats (four
+    objects here and there in memory) have long left the cache; a session's records lie
+    side by side, and one ``unpack_from`` reads a call. The first handover / radio-link
+    failure of each shopper's link decides whether a call needs the full link model."""
 
     first_index: int
     start: list[int]
-    calls: list[tuple[float, float, _Target, int]]
+    calls: bytes
     next_outage: list[float]
     first_handover: list[float]
     first_rlf: list[float]
@@ -323,18 +333,15 @@ class ModelRun:
         handover, rlf = self.network.first_outages(
             net_rng, self._radio_profiles, shoppers.radio, arrivals, moving=False
         )
+        calls = np.empty(action.size, dtype=_CALL_DTYPE)
+        calls["wait"] = np.where(number == 0, sessions.think[action], 0.0)
+        calls["delay"] = delay
+        calls["target"] = lookup[kind, number]
+        calls["items"] = items
         return _SessionPlan(
             first_index=first,
-            start=start.tolist(),
-            calls=list(
-                zip(
-                    np.where(number == 0, sessions.think[action], 0.0).tolist(),
-                    delay.tolist(),
-                    map(self._targets.__getitem__, lookup[kind, number].tolist()),
-                    items.tolist(),
-                    strict=True,
-                )
-            ),
+            start=(start * _CALL_SIZE).tolist(),
+            calls=calls.tobytes(),
             next_outage=np.minimum(handover, rlf).tolist(),
             first_handover=handover.tolist(),
             first_rlf=rlf.tolist(),
@@ -633,6 +640,7 @@ class _Session(Request):
         self.run = run
         self.plan = plan
         self.j = j
+        #: The next call and the end of the session's calls: byte offsets into ``plan.calls``.
         self.call = plan.start[j]
         self.stop = plan.start[j + 1]
         #: The last answer's downlink, waited for with the next call's think time.
@@ -644,7 +652,7 @@ class _Session(Request):
         self.delay = 0.0
         self.half = 0.0
         run.shoppers += 1
-        run.net_calls += self.stop - self.call
+        run.net_calls += (self.stop - self.call) // _CALL_SIZE
 
     def next_call(self) -> None:
         """Send the next call (or end the session after the last)."""
@@ -654,8 +662,9 @@ class _Session(Request):
         if c == self.stop:
             run._end_session(plan, self.j)
             return
-        self.call = c + 1
-        wait, delay, target, items = plan.calls[c]
+        self.call = c + _CALL_SIZE
+        wait, delay, t, items = _unpack_call(plan.calls, c)
+        target = run._targets[t]
         wait += self.carry
         # The cause of a drop, looked up only for one: reading an Enum member costs ~0.1 µs,
         # and this runs for every call of the day. ``None``: a loss, outside outages.
