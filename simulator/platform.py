@@ -537,9 +537,9 @@ class Rearmed(simpy.Event):
         # SimPy's heap and event counter, as ``Environment.schedule`` uses them.
         self._heap = env._queue
         self._eid: Iterator[int] = env._eid
-        self._one_callback: list[Callable[[Any], object]] = [_trigger_nothing]
+        self._one_callback: list[Callable[[Any], None]] = [_trigger_nothing]
 
-    def after(self, delay: float, callback: Callable[[Any], object]) -> None:
+    def after(self, delay: float, callback: Callable[[Any], None]) -> None:
         """Fire ``callback(self)`` ``delay`` seconds from now."""
         if delay < 0 or self.callbacks is not None:
             raise ValueError(f"cannot schedule after {delay} s: negative, or already scheduled")
@@ -677,8 +677,8 @@ class Request(Rearmed):
         # session inlines ``left`` in them): its functions, looked up once here instead of
         # a bound method made per call.
         cls = type(self)
-        self._on_served: Callable[[Any], object] = cls._served
-        self._on_leave: Callable[[Any], object] = cls._leave
+        self._on_served: Callable[[Any], None] = cls._served
+        self._on_leave: Callable[[Any], None] = cls._leave
 
     def left(self, in_service: float) -> None:
         """The request left the station, ``in_service`` seconds after it was sent."""
@@ -714,11 +714,23 @@ class Request(Rearmed):
                 self.queued = now
                 if station._free > 0:
                     station._free -= 1
-                    service = route.sampler.sample(self.items)
+                    # ``route.sampler.sample(self.items)`` inline while its buffer holds
+                    # draws (the same number: the next draw plus the per-item time).
+                    service_time = route.sampler
+                    buffer = service_time._buffer
+                    if buffer:
+                        service = buffer.pop() + service_time.per_item_s * self.items
+                    else:
+                        service = service_time.sample(self.items)
                     # Station._account: nothing was waited for (started == queued), and a
                     # zero wait would change no window's total.
                     station.busy_s[int(now // station.window_s)] += service
-                    self.after(service, self._on_served)
+                    # ``self.after(service, self._on_served)`` inline: the request's event
+                    # has just fired or is new (off the heap), and service is not negative.
+                    callbacks = self._one_callback
+                    callbacks[0] = self._on_served
+                    self.callbacks = callbacks
+                    heappush(self._heap, (now + service, NORMAL, next(self._eid), self))
                 else:
                     station._waiting.append(self)
                 return
