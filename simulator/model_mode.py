@@ -1,16 +1,16 @@
 """Model mode: a SimPy simulation on top of the behaviour model, the services as calibrated
 queues, the 5G model's delays on every call. Answers capacity questions for a simulated day.
 
-An arrival process (non-homogeneous Poisson) starts one session per shopper; a dispatcher
-process plans waves of orders onto idle vans; one process per van drives, delivers and sends
-telemetry batches. Every call goes through the shopper's or van's radio link, then the
-service's queue.
+Arrivals (non-homogeneous Poisson) start one session per shopper; a dispatcher process plans
+waves of orders onto idle vans; each van drives, delivers and sends telemetry batches. Every
+call goes through the shopper's or van's radio link, then the service's queue.
 
 Speed: the arrival process draws shoppers and their whole sessions for blocks of arrivals at
 once with numpy (``simulator.behaviour.batch``; nothing a shopper decides depends on the
 platform's answers in model mode) and compiles them to call lists, so a session only waits,
-queues and records. Sessions, vans' calls and the stations' requests are chains of event
-callbacks, not processes: the same events, without a process's start and end events.
+queues and records. Arrivals, sessions, vans, vans' calls and the stations' requests are
+chains of event callbacks, not processes: the same events, without a process's start and end
+events; a session or a request is itself the event it waits on (``platform.Rearmed``).
 docs/simulator.md ("Validation and performance") has the profiles.
 """
 
