@@ -1,16 +1,16 @@
 """Model mode: a SimPy simulation on top of the behaviour model, the services as calibrated
 queues, the 5G model's delays on every call. Answers capacity questions for a simulated day.
 
-An arrival process (non-homogeneous Poisson) starts one session per shopper; a dispatcher
-process plans waves of orders onto idle vans; one process per van drives, delivers and sends
-telemetry batches. Every call goes through the shopper's or van's radio link, then the
-service's queue.
+Arrivals (non-homogeneous Poisson) start one session per shopper; a dispatcher process plans
+waves of orders onto idle vans; each van drives, delivers and sends telemetry batches. Every
+call goes through the shopper's or van's radio link, then the service's queue.
 
 Speed: the arrival process draws shoppers and their whole sessions for blocks of arrivals at
 once with numpy (``simulator.behaviour.batch``; nothing a shopper decides depends on the
 platform's answers in model mode) and compiles them to call lists, so a session only waits,
-queues and records. Sessions, vans' calls and the stations' requests are chains of event
-callbacks, not processes: the same events, without a process's start and end events.
+queues and records. Arrivals, sessions, vans, vans' calls and the stations' requests are
+chains of event callbacks, not processes: the same events, without a process's start and end
+events; a session or a request is itself the event it waits on (``platform.Rearmed``).
 docs/simulator.md ("Validation and performance") has the profiles.
 """
 
@@ -20,6 +20,7 @@ import bisect
 import gc
 import heapq
 import math
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL
 
 from simulator.behaviour import (
     DAY_S,
@@ -103,19 +105,28 @@ _Target = Route
 SESSION_BLOCK = 16384
 
 
+#: A call of a session plan, packed: the wait before it (think time), its network delay
+#: outside outages, its target (index into ``ModelRun._targets``) and items.
+CALL_RECORD = struct.Struct("<ddII")
+_CALL_DTYPE = np.dtype([("wait", "<f8"), ("delay", "<f8"), ("target", "<u4"), ("items", "<u4")])
+_CALL_SIZE = CALL_RECORD.size
+_unpack_call = CALL_RECORD.unpack_from
+
+
 @dataclass
 class _SessionPlan:
-    """A block of sessions compiled to platform calls, as plain lists (indexing a list is
-    several times cheaper than indexing a numpy array, and gives Python floats SimPy adds
-    fast). Calls ``start[j]:start[j + 1]`` are session ``j``'s, each one tuple (one index at
-    run time instead of four): the wait before it (think time), its network delay outside
-    outages, its target (station, rpc, the rpc's stats) and items. The first handover /
-    radio-link failure of each shopper's link decides whether a call needs the full link
-    model."""
+    """A block of sessions compiled to platform calls, per session as plain lists (indexing
+    a list is several times cheaper than indexing a numpy array, and gives Python floats
+    SimPy adds fast). The calls are packed records (``CALL_RECORD``) in one buffer, session
+    ``j``'s from byte ``start[j]`` to ``start[j + 1]``: a session reads its calls minutes of
+    simulated time after the block was drawn, when a tuple per call and its floats (four
+    objects here and there in memory) have long left the cache; a session's records lie
+    side by side, and one ``unpack_from`` reads a call. The first handover / radio-link
+    failure of each shopper's link decides whether a call needs the full link model."""
 
     first_index: int
     start: list[int]
-    calls: list[tuple[float, float, _Target, int]]
+    calls: bytes
     next_outage: list[float]
     first_handover: list[float]
     first_rlf: list[float]
@@ -323,18 +334,15 @@ class ModelRun:
         handover, rlf = self.network.first_outages(
             net_rng, self._radio_profiles, shoppers.radio, arrivals, moving=False
         )
+        calls = np.empty(action.size, dtype=_CALL_DTYPE)
+        calls["wait"] = np.where(number == 0, sessions.think[action], 0.0)
+        calls["delay"] = delay
+        calls["target"] = lookup[kind, number]
+        calls["items"] = items
         return _SessionPlan(
             first_index=first,
-            start=start.tolist(),
-            calls=list(
-                zip(
-                    np.where(number == 0, sessions.think[action], 0.0).tolist(),
-                    delay.tolist(),
-                    map(self._targets.__getitem__, lookup[kind, number].tolist()),
-                    items.tolist(),
-                    strict=True,
-                )
-            ),
+            start=(start * _CALL_SIZE).tolist(),
+            calls=calls.tobytes(),
             next_outage=np.minimum(handover, rlf).tolist(),
             first_handover=handover.tolist(),
             first_rlf=rlf.tolist(),
@@ -416,39 +424,6 @@ class ModelRun:
     def _vans_on_shift(self) -> list[VehicleState]:
         return self.vans if self._on_shift(self.env.now) else []
 
-    def _van(self, van: VehicleState) -> Generator[simpy.Event, Any, None]:
-        env = self.env
-        fleet = self.scenario.fleet
-        period = fleet.telemetry_interval_s * fleet.batch_readings
-        rng = self.world.rng(f"van-{van.spec.vehicle_id}")
-        link = self.network.link(van.spec.vehicle_id, van.spec.radio, moving=True, now_s=env.now)
-        unsent = 0
-        # Vans are not synchronised: each starts its batch cycle at its own phase (in step
-        # they would send in bursts of the whole fleet).
-        phase = float(rng.uniform(0.0, period))
-        yield env.timeout(phase)
-        advance = self.world.vehicles.advance_counting
-        cold_chain = van.spec.cold_chain
-        carried, _ = advance(rng, van, phase)
-        while env._now < self.end_s:
-            yield env.timeout(period)
-            readings, results = advance(rng, van, period)
-            readings += carried
-            carried = 0
-            if cold_chain:
-                temperature = van.box_temperature_c
-                self.cold_max_c = max(self.cold_max_c, temperature)
-                if temperature > self.cold_limit_c:
-                    # Sampled once per batch period: an estimate of time out of range.
-                    self.cold_excursion_s += period
-            for result in results:
-                self._stop(result)
-                _LinkCall(self, link, self._report, 1, REPORT_STOP_WAITS).start()
-            if readings and (van.busy or self._on_shift(env._now)):
-                self.telemetry_readings += readings
-                self._send_telemetry(link, readings + unsent, unsent)
-                unsent = 0
-
     def _send_telemetry(self, link: DeviceLink, readings: int, resent: int) -> None:
         self.telemetry_batches += 1
         self.telemetry_resent += resent
@@ -485,7 +460,7 @@ class ModelRun:
         self._start_arrivals()
         env.process(self._dispatcher())
         for van in self.vans:
-            env.process(self._van(van))
+            _Van(self, van)
         started = time.perf_counter()
         cpu_started = time.process_time()
         step = max(self.window_s, 60.0)
@@ -645,7 +620,8 @@ class _Session(Request):
     its station and is served; after its last call the session ends. (A SimPy process per
     session would add a start and an end event, and a generator resume per wait, to the
     events the calls themselves wait on.) The session is its calls' request (``Request``):
-    it makes one call at a time, so one object and one event serve the whole session."""
+    it makes one call at a time, so one object, which is also the event it waits on, serves
+    the whole session."""
 
     __slots__ = (
         "call",
@@ -665,6 +641,7 @@ class _Session(Request):
         self.run = run
         self.plan = plan
         self.j = j
+        #: The next call and the end of the session's calls: byte offsets into ``plan.calls``.
         self.call = plan.start[j]
         self.stop = plan.start[j + 1]
         #: The last answer's downlink, waited for with the next call's think time.
@@ -676,9 +653,9 @@ class _Session(Request):
         self.delay = 0.0
         self.half = 0.0
         run.shoppers += 1
-        run.net_calls += self.stop - self.call
+        run.net_calls += (self.stop - self.call) // _CALL_SIZE
 
-    def next_call(self, _: object = None) -> None:
+    def next_call(self) -> None:
         """Send the next call (or end the session after the last)."""
         run = self.run
         plan = self.plan
@@ -686,15 +663,17 @@ class _Session(Request):
         if c == self.stop:
             run._end_session(plan, self.j)
             return
-        self.call = c + 1
-        wait, delay, target, items = plan.calls[c]
+        self.call = c + _CALL_SIZE
+        wait, delay, target_index, items = _unpack_call(plan.calls, c)
+        target = run._targets[target_index]
         wait += self.carry
         # The cause of a drop, looked up only for one: reading an Enum member costs ~0.1 µs,
         # and this runs for every call of the day. ``None``: a loss, outside outages.
         cause: Cause | None = None
-        if self.env._now + wait >= self.next_outage:
+        now = self.env._now
+        if now + wait >= self.next_outage:
             # A handover or radio-link failure may be in progress: ask the full link model.
-            t = self.env._now + wait
+            t = now + wait
             link = self._link()
             outage, outage_cause = link.outage_wait(t)
             self.next_outage = link.next_outage_s if outage == 0.0 else t
@@ -705,14 +684,19 @@ class _Session(Request):
             run.net_failures[(Cause.LOSS if cause is None else cause).value] += 1
             target.stats.failed_network += 1
             self.carry = 0.0
-            self.event.after(wait + run.deadline_s, self.next_call)
+            self.after(wait + run.deadline_s, _Session.next_call)
             return
         self.route = target
         self.items = items
         self.delay = delay
         self.half = half = delay * 0.5
-        # Sent when the uplink is through.
-        self.event.after(wait + half, self.reach)
+        # Sent when the uplink is through: ``self.after(wait + half, Request.reach)`` inline
+        # (once per call of the day, a Python call fewer). The event is off the heap (it has
+        # just fired, or the session is new) and the wait is not negative.
+        callbacks = self._one_callback
+        callbacks[0] = _REACH
+        self.callbacks = callbacks
+        heapq.heappush(self._heap, (now + (wait + half), NORMAL, next(self._eid), self))
 
     def _link(self) -> DeviceLink:
         """The shopper's link, made when a call first reaches its first outage."""
@@ -738,18 +722,17 @@ class _Session(Request):
         self.carry = half
         self.next_call()
 
-    def _served(self, _: object) -> None:
+    def _served(self) -> None:
         # ``Request._served`` with ``left`` inline: the end of most calls of a session (those
         # without overhead), a Python call fewer per such event.
         station = self.route.station
         if station._waiting:
-            following = station._waiting.popleft()
-            following.event.after(0.0, following._start)
+            station._waiting.popleft().after(0.0, Request._start)
         else:
             station._free += 1
         now = self.env._now
         if self.overhead > 0:
-            self.event.after(self.overhead / 2, self._leave)
+            self.after(self.overhead / 2, _Session._leave)
             return
         half = self.half
         stats = self.route.stats
@@ -758,7 +741,7 @@ class _Session(Request):
         self.carry = half
         self.next_call()
 
-    def _leave(self, _: object) -> None:
+    def _leave(self) -> None:
         # ``Request._leave`` with ``left`` inline: the end of every call with overhead (the
         # batched ones), a Python call fewer per such event.
         now = self.env._now
@@ -768,6 +751,10 @@ class _Session(Request):
         stats.latency_s.append(self.delay + (now - self.arrived))
         self.carry = half
         self.next_call()
+
+
+#: ``Request.reach`` as a module constant (read once per call of the day).
+_REACH = Request.reach
 
 
 class _LinkCall(Request):
@@ -806,12 +793,12 @@ class _LinkCall(Request):
         if dropped:
             run.net_failures[cause.value] += 1
             self.route.stats.failed_network += 1
-            self.event.after(wait + delay, self._dropped)
+            self.after(wait + delay, _LinkCall._dropped)
             return
         self.delay = delay
-        self.event.after(wait + delay / 2, self.reach)
+        self.after(wait + delay / 2, Request.reach)
 
-    def _dropped(self, _: object) -> None:
+    def _dropped(self) -> None:
         self.attempt += 1
         if self.attempt < len(self.waits):
             if self.on_retry is not None:
@@ -821,6 +808,63 @@ class _LinkCall(Request):
     def left(self, in_service: float) -> None:
         delay = self.delay
         self.route.stats.add(self.env._now + delay / 2, delay + in_service)
+
+
+class _Van(Rearmed):
+    """One van's day as the callback of one reused event (``Rearmed``), not a process: every
+    batch period it moves (``advance_counting``), reports the stops it finished and sends its
+    telemetry batch. A generator process made a ``Timeout`` and went through
+    ``Process._resume`` for each of the ~900,000 periods of a black-friday day; the periods
+    are the same events, at the same times, and the van draws the same numbers."""
+
+    __slots__ = ("carried", "link", "period", "phase", "rng", "run", "van")
+
+    def __init__(self, run: ModelRun, van: VehicleState) -> None:
+        super().__init__(run.env)
+        fleet = run.scenario.fleet
+        self.run = run
+        self.van = van
+        self.period = fleet.telemetry_interval_s * fleet.batch_readings
+        self.rng = run.world.rng(f"van-{van.spec.vehicle_id}")
+        self.link = run.network.link(
+            van.spec.vehicle_id, van.spec.radio, moving=True, now_s=run.env.now
+        )
+        #: Readings taken before the first period (sent with its batch).
+        self.carried = 0
+        # Vans are not synchronised: each starts its batch cycle at its own phase (in step
+        # they would send in bursts of the whole fleet).
+        self.phase = float(self.rng.uniform(0.0, self.period))
+        self.after(self.phase, _Van._start)
+
+    def _start(self) -> None:
+        run = self.run
+        self.carried, _ = run.world.vehicles.advance_counting(self.rng, self.van, self.phase)
+        if self.env._now < run.end_s:
+            self.after(self.period, _Van._period)
+
+    def _period(self) -> None:
+        """A batch period has passed."""
+        run = self.run
+        van = self.van
+        period = self.period
+        readings, results = run.world.vehicles.advance_counting(self.rng, van, period)
+        readings += self.carried
+        self.carried = 0
+        if van.spec.cold_chain:
+            temperature = van.box_temperature_c
+            run.cold_max_c = max(run.cold_max_c, temperature)
+            if temperature > run.cold_limit_c:
+                # Sampled once per batch period: an estimate of time out of range.
+                run.cold_excursion_s += period
+        for result in results:
+            run._stop(result)
+            _LinkCall(run, self.link, run._report, 1, REPORT_STOP_WAITS).start()
+        now = self.env._now
+        if readings and (van.busy or run._on_shift(now)):
+            run.telemetry_readings += readings
+            run._send_telemetry(self.link, readings, 0)
+        if now < run.end_s:
+            self.after(period, _Van._period)
 
 
 @contextmanager

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
@@ -213,21 +214,27 @@ class DeviceLink:
         # Pre-drawn handover outages: starts and ends, the first not yet reached at
         # ``_ho_pos``, and the end of the last one drawn (the next block starts from there).
         # A still device sees few handovers per session: small blocks.
-        self._ho_starts: list[float] = []
-        self._ho_ends: list[float] = []
+        self._ho_starts: MutableSequence[float] = []
+        self._ho_ends: MutableSequence[float] = []
         self._ho_pos = 0
         self._ho_origin = now_s
         self._ho_block = self.HANDOVER_BLOCK if moving else 4
-        #: The last handover outage started so far (start, end), if any.
-        self._ho_last: tuple[float, float] | None = None
+        #: The last handover outage started so far (``-inf`` before the first).
+        self._ho_last_start = -math.inf
+        self._ho_last_end = -math.inf
         if first_handover_s is not None:
             # The caller drew the first interval (model mode draws them for many shoppers
             # at once); the rest follow from here.
             self._first_handover(first_handover_s)
         elif self._ho_mean:
             self._refill_handovers()
-        self._rlf_last: tuple[float, float] | None = None
+        #: The last radio-link failure started so far (``-inf`` before the first).
+        self._rlf_last_start = -math.inf
+        self._rlf_last_end = -math.inf
         self.outage: Outage | None = None
+        # Read for every exchange: plain attributes instead of the config's and profile's.
+        self._enabled = config.enabled
+        self._loss = profile.loss
         self.handovers = 0
         self.radio_link_failures = 0
         self._jitter: list[float] = []
@@ -279,8 +286,12 @@ class DeviceLink:
         steps = intervals + np.concatenate(([0.0], lengths[:-1]))
         starts = self._ho_origin + np.cumsum(steps)
         ends = starts + lengths
-        self._ho_starts = starts.tolist()
-        self._ho_ends = ends.tolist()
+        # Arrays of doubles, not lists of floats: a van's link is asked once a minute, by
+        # when its block has left the cache, and a bisection over 1,024 float objects
+        # reached through a list touches twice the memory, scattered (microbenchmark of 400
+        # vans' exchanges: 4.7 -> 3.7 µs each); the doubles are the same.
+        self._ho_starts = array("d", starts.tobytes())
+        self._ho_ends = array("d", ends.tobytes())
         self._ho_pos = 0
         self._ho_origin = float(ends[-1])
 
@@ -315,27 +326,34 @@ class DeviceLink:
     def _advance(self, now_s: float) -> None:
         """Roll the renewal processes forward to ``now_s``; keep the outage covering now (the
         one with the latest end among those started by now)."""
-        while self._ho_pos < len(self._ho_starts) and self._ho_starts[self._ho_pos] <= now_s:
-            starts = self._ho_starts
-            passed = bisect.bisect_right(starts, now_s, self._ho_pos)
-            self.handovers += passed - self._ho_pos
-            self._ho_last = (starts[passed - 1], self._ho_ends[passed - 1])
-            self._ho_pos = passed
+        starts = self._ho_starts
+        pos = self._ho_pos
+        while pos < len(starts) and starts[pos] <= now_s:
+            passed = bisect.bisect_right(starts, now_s, pos)
+            self.handovers += passed - pos
+            self._ho_last_start = starts[passed - 1]
+            self._ho_last_end = self._ho_ends[passed - 1]
+            pos = passed
             if passed == len(starts) and self._ho_mean:
                 self._refill_handovers()
-        p = self.profile
+                starts = self._ho_starts
+                pos = 0
+        self._ho_pos = pos
         while self._next_rlf <= now_s:
             start = self._next_rlf
-            length = float(self.rng.uniform(*p.rlf_outage_s))
+            length = float(self.rng.uniform(*self.profile.rlf_outage_s))
             self.radio_link_failures += 1
-            self._rlf_last = (start, start + length)
+            self._rlf_last_start = start
+            self._rlf_last_end = start + length
             self._next_rlf = start + length + float(self.rng.exponential(1 / self._rlf_rate))
+        # The outage covering now, if any (``Outage`` objects only then: a van's link is out
+        # ~1 % of the time, and this runs for every one of its calls).
         outage = None
-        if self._ho_last is not None and self._ho_last[1] > now_s:
-            outage = Outage(self._ho_last[0], self._ho_last[1], Cause.HANDOVER)
-        rlf = self._rlf_last
-        if rlf is not None and rlf[1] > now_s and (outage is None or rlf[1] > outage.end_s):
-            outage = Outage(rlf[0], rlf[1], Cause.RADIO_LINK_FAILURE)
+        if self._ho_last_end > now_s:
+            outage = Outage(self._ho_last_start, self._ho_last_end, Cause.HANDOVER)
+        end = self._rlf_last_end
+        if end > now_s and (outage is None or end > outage.end_s):
+            outage = Outage(self._rlf_last_start, end, Cause.RADIO_LINK_FAILURE)
         self.outage = outage
 
     def outage_wait(self, now_s: float) -> tuple[float, Cause]:
@@ -362,27 +380,30 @@ class DeviceLink:
         """``transfer`` as a plain tuple (delay, dropped, cause): the same draws and numbers,
         without making a ``Transfer`` (~0.3 µs, and model mode's vans make one call every few
         seconds of the day)."""
-        if not self.config.enabled:
+        if not self._enabled:
             return 0.0, False, _NO_CAUSE
+        pos = self._ho_pos
         if (
             self.outage is not None
             or now_s >= self._next_rlf
-            or (self._ho_pos < len(self._ho_starts) and now_s >= self._ho_starts[self._ho_pos])
+            or (pos < len(self._ho_starts) and now_s >= self._ho_starts[pos])
         ):
             self._advance(now_s)
         delay = 0.0
         cause = _NO_CAUSE
-        if self.outage is not None and self.outage.start_s <= now_s:
-            delay += self.outage.end_s - now_s
-            cause = self.outage.cause
-        if not self._jitter:
+        outage = self.outage
+        if outage is not None and outage.start_s <= now_s:
+            delay += outage.end_s - now_s
+            cause = outage.cause
+        jitter = self._jitter
+        if not jitter:
             p = self.profile
-            self._jitter = self.rng.lognormal(
+            jitter = self._jitter = self.rng.lognormal(
                 p.jitter_mu, p.jitter_sigma, self.JITTER_BLOCK
             ).tolist()
-        rtt = (self._rtt_fixed_ms + self._jitter.pop()) / 1000.0
+        rtt = (self._rtt_fixed_ms + jitter.pop()) / 1000.0
         delay += rtt
-        if self.rng.random() < self.profile.loss:
+        if self.rng.random() < self._loss:
             delay += max(self.profile.rto_min_s, 2 * rtt)
             cause = cause or Cause.LOSS
         if delay > deadline_s:

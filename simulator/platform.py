@@ -530,7 +530,16 @@ class Rearmed(simpy.Event):
     processes it like any timeout. Only making and freeing an event object per wait is saved:
     a third of what a timeout with a callback costs the model (microbenchmark: 1.33 against
     1.06 µs per event, callback included). An owner must not call ``after`` while the event
-    is still on the heap (``after`` checks)."""
+    is still on the heap (``after`` checks).
+
+    The owner may be the event itself (``Request`` and ``_BatchWorker`` are subclasses): then
+    its callbacks are its class's plain functions, which SimPy calls with the event, that is
+    with the owner (``after(delay, Request.reach)``), and no bound method is made and freed
+    per wait. The one-element callback list is reused as well (SimPy takes it off the event
+    before calling it, and a callback that schedules again only replaces its one element):
+    the list keeps the last callback, so a callback that holds the owner (a bound method, a
+    closure) keeps it alive until the cyclic collector runs; the model's owners live for the
+    run or pass their class's functions."""
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
@@ -541,13 +550,20 @@ class Rearmed(simpy.Event):
         # SimPy's heap and event counter, as ``Environment.schedule`` uses them.
         self._heap = env._queue
         self._eid: Iterator[int] = env._eid
+        self._one_callback: list[Callable[[Any], None]] = [_trigger_nothing]
 
-    def after(self, delay: float, callback: Callable[[simpy.Event], object]) -> None:
+    def after(self, delay: float, callback: Callable[[Any], None]) -> None:
         """Fire ``callback(self)`` ``delay`` seconds from now."""
         if delay < 0 or self.callbacks is not None:
             raise ValueError(f"cannot schedule after {delay} s: negative, or already scheduled")
-        self.callbacks = [callback]
+        callbacks = self._one_callback
+        callbacks[0] = callback
+        self.callbacks = callbacks
         heappush(self._heap, (self.env._now + delay, NORMAL, next(self._eid), self))
+
+
+def _trigger_nothing(_: object) -> None:
+    """What a ``Rearmed`` event's reused callback list holds before its first arming."""
 
 
 #: What a station calls when a request leaves it, with the time the request spent there
@@ -652,24 +668,37 @@ class Station:
         return (c.mean_ms + c.per_item_ms * items) / 1000.0
 
 
-class Request:
+class Request(Rearmed):
     """A request's way through a station (the callback form of a process body): overhead
     in, queue, service (alone, or in a batch), overhead out, then ``left(time spent)``.
 
     One object serves one request at a time and may be sent again after it has left: a
     caller that makes its calls one after another (a shopper's session) is a subclass and
-    sends itself, so a call allocates no request and every wait of the caller and of its
-    requests reuses one event (``Rearmed``)."""
+    sends itself, so a call allocates no request. The request is also the one event every
+    wait of the caller and of its requests reuses (``Rearmed``), and its callbacks are the
+    class's functions, called by SimPy with the request itself."""
 
-    __slots__ = ("arrived", "env", "event", "items", "overhead", "queued", "route")
+    __slots__ = ("_on_leave", "_on_served", "arrived", "items", "overhead", "queued", "route")
 
     def __init__(self, env: simpy.Environment) -> None:
+        # ``Rearmed.__init__``, inline: a request (a session) is made per shopper, ~2 M a day.
         self.env = env
-        self.event = Rearmed(env)
+        self.callbacks = None  # type: ignore[assignment]
+        self._value = None
+        self._ok = True
+        self._heap = env._queue
+        self._eid = env._eid
+        self._one_callback = [_trigger_nothing]
         self.arrived = 0.0
         self.queued = 0.0
         self.overhead = 0.0
         self.items = 1
+        # The ends of the service and of the outbound overhead are the subclass's own (a
+        # session inlines ``left`` in them): its functions, looked up once here instead of
+        # a bound method made per call.
+        cls = type(self)
+        self._on_served: Callable[[Any], None] = cls._served
+        self._on_leave: Callable[[Any], None] = cls._leave
 
     def left(self, in_service: float) -> None:
         """The request left the station, ``in_service`` seconds after it was sent."""
@@ -681,18 +710,21 @@ class Request:
         self.items = items
         self.reach()
 
-    def reach(self, _: object = None) -> None:
+    def reach(self) -> None:
         """``send`` for a request whose ``route`` and ``items`` are set (a caller that sets
         them before the wait that ends in sending schedules this: a call less per request)."""
         self.arrived = now = self.env._now  # env.now is a property: a call per read
         route = self.route
         sampler = route.overhead
         if sampler is not None:
-            self.overhead = overhead = sampler.sample()
+            # ``sampler.sample()`` inline while its buffer holds draws (a constant overhead
+            # keeps it empty and comes from ``sample``).
+            buffer = sampler._buffer
+            self.overhead = overhead = buffer.pop() if buffer else sampler.sample()
             if overhead > 0:
                 # Client and gRPC time outside the queue: half on the way in, half on the
                 # way out.
-                self.event.after(overhead / 2, self.enter)
+                self.after(overhead / 2, Request.enter)
                 return
         else:
             self.overhead = 0.0
@@ -705,17 +737,29 @@ class Request:
                 self.queued = now
                 if station._free > 0:
                     station._free -= 1
-                    service = route.sampler.sample(self.items)
+                    # ``route.sampler.sample(self.items)`` inline while its buffer holds
+                    # draws (the same number: the next draw plus the per-item time).
+                    service_time = route.sampler
+                    buffer = service_time._buffer
+                    if buffer:
+                        service = buffer.pop() + service_time.per_item_s * self.items
+                    else:
+                        service = service_time.sample(self.items)
                     # Station._account: nothing was waited for (started == queued), and a
                     # zero wait would change no window's total.
                     station.busy_s[int(now // station.window_s)] += service
-                    self.event.after(service, self._served)
+                    # ``self.after(service, self._on_served)`` inline: the request's event
+                    # has just fired or is new (off the heap), and service is not negative.
+                    callbacks = self._one_callback
+                    callbacks[0] = self._on_served
+                    self.callbacks = callbacks
+                    heappush(self._heap, (now + service, NORMAL, next(self._eid), self))
                 else:
                     station._waiting.append(self)
                 return
         self.enter()
 
-    def enter(self, _: object = None) -> None:
+    def enter(self) -> None:
         """Reach the service (after the inbound overhead): join the batcher's queue, take a
         free server, or wait in line for one."""
         route = self.route
@@ -727,7 +771,7 @@ class Request:
             if station._idle:
                 worker = station._idle.pop()
                 # What ``succeed()`` on an event the worker waits on did: scheduled now.
-                worker.event.after(0.0, worker.wake)
+                worker.after(0.0, _BatchWorker.wake)
             gathered = station._gathered
             if (
                 gathered is not None
@@ -741,7 +785,7 @@ class Request:
         else:
             station._waiting.append(self)
 
-    def _start(self, _: object = None) -> None:
+    def _start(self) -> None:
         route = self.route
         station = route.station
         started = self.env._now
@@ -750,30 +794,29 @@ class Request:
         window = int(started // station.window_s)
         station.busy_s[window] += service
         station.wait_total_s[window] += started - self.queued
-        self.event.after(service, self._served)
+        self.after(service, self._on_served)
 
-    def _served(self, _: object) -> None:
+    def _served(self) -> None:
         station = self.route.station
         if station._waiting:
             # Hand the server straight to the next in line (now, as ``succeed()`` would).
-            following = station._waiting.popleft()
-            following.event.after(0.0, following._start)
+            station._waiting.popleft().after(0.0, Request._start)
         else:
             station._free += 1
         # ``finish``, inline (once per unbatched request).
         if self.overhead > 0:
-            self.event.after(self.overhead / 2, self._leave)
+            self.after(self.overhead / 2, self._on_leave)
         else:
             self.left(self.env._now - self.arrived)
 
-    def finish(self, _: object = None) -> None:
+    def finish(self) -> None:
         """Leave the service: the outbound overhead, then ``left``."""
         if self.overhead > 0:
-            self.event.after(self.overhead / 2, self._leave)
+            self.after(self.overhead / 2, self._on_leave)
         else:
             self.left(self.env._now - self.arrived)
 
-    def _leave(self, _: object) -> None:
+    def _leave(self) -> None:
         self.left(self.env._now - self.arrived)
 
 
@@ -790,17 +833,17 @@ class _CallbackRequest(Request):
         self.done(in_service)
 
 
-class _BatchWorker:
+class _BatchWorker(Rearmed):
     """One worker of a batching station (the callback form of a loop): when idle it waits to
     be woken; then it takes up to ``max_batch`` queued requests (after up to ``max_wait``
     for more), serves them as one batch, lengthened by the event loop's share of the calls
     that arrive meanwhile, and completes each request with an event of its own. With
     ``grow_to_previous`` it waits (one worker at a time) for the queue to hold as many
-    requests as its last batch, or for the oldest to have waited ``max_wait``."""
+    requests as its last batch, or for the oldest to have waited ``max_wait``. The worker is
+    the event it waits on (``Rearmed``)."""
 
     __slots__ = (
         "batch",
-        "event",
         "grow",
         "loop_s",
         "max_batch",
@@ -822,8 +865,8 @@ class _BatchWorker:
     WAKE_BLOCK = 1024
 
     def __init__(self, station: Station, batching: Batching, rng: np.random.Generator) -> None:
+        super().__init__(station.env)
         self.station = station
-        self.event = Rearmed(station.env)
         self.max_batch = batching.max_batch
         self.max_wait_s = batching.max_wait_ms / 1000.0
         self.variability = batching.variability
@@ -843,7 +886,7 @@ class _BatchWorker:
         #: Extensions of the running batch so far.
         self.stolen = 0
 
-    def next_batch(self, _: object = None) -> None:
+    def next_batch(self) -> None:
         station = self.station
         env = station.env
         queue = station._queue
@@ -864,11 +907,11 @@ class _BatchWorker:
                 return
             self._start()
         elif len(queue) < self.max_batch and self.max_wait_s > 0:
-            self.event.after(self.max_wait_s, self._waited)
+            self.after(self.max_wait_s, _BatchWorker._waited)
         else:
             self._start()
 
-    def wake(self, _: object) -> None:
+    def wake(self) -> None:
         """A request arrived at the idle worker."""
         self.woken = True
         self.next_batch()
@@ -883,9 +926,9 @@ class _BatchWorker:
     def _grown(self, _: object) -> None:
         self.station._gathered = None
         # Another worker may have taken the queue meanwhile.
-        self._waited(_)
+        self._waited()
 
-    def _waited(self, _: object) -> None:
+    def _waited(self) -> None:
         if self.station._queue:
             self._start()
         else:
@@ -919,9 +962,9 @@ class _BatchWorker:
         self.stolen = 0
         station.batches += 1
         station.batched_requests += len(batch)
-        self.event.after(service, self._extend)
+        self.after(service, _BatchWorker._extend)
 
-    def _extend(self, _: object) -> None:
+    def _extend(self) -> None:
         # The event loop's share: calls arriving during the batch (and during each
         # extension) lengthen it; with several workers (processes) each loop gets its
         # share of the calls. Capped: past workers / loop_ms calls per second the loops
@@ -933,7 +976,7 @@ class _BatchWorker:
                 self.stolen += 1
                 self.seen = station._arrivals
                 self.service += stolen
-                self.event.after(stolen, self._extend)
+                self.after(stolen, _BatchWorker._extend)
                 return
         batch, started = self.batch, self.started
         if len(batch) == 1:
@@ -943,7 +986,7 @@ class _BatchWorker:
         station._account(started, self.service, wait)
         for request in batch:
             # Each request learns of the batch's end through an event of its own.
-            request.event.after(0.0, request.finish)
+            request.after(0.0, Request.finish)
         self.batch = []
         self.next_batch()
 

@@ -195,9 +195,13 @@ class SessionSampler:
         n, k = cdf.shape[0], self.k
         u = rng.random((3, n, k))
         from_taste = u[0] < self.recommender.quality
-        by_taste = np.minimum(
-            (cdf[:, None, :] <= u[1][:, :, None]).sum(axis=2), self.n_categories - 1
-        )
+        # The category at each slot's quantile: how many of the row's cumulative tastes lie at
+        # or below it, counted one category at a time (the same counts as summing an
+        # (n, k, categories) array of comparisons, at ~60 % of its cost).
+        by_taste = np.zeros((n, k), dtype=np.int64)
+        for column in cdf.T:
+            by_taste += column[:, None] <= u[1]
+        np.minimum(by_taste, self.n_categories - 1, out=by_taste)
         by_size = np.minimum(
             np.searchsorted(self._category_cdf, u[1], side="right"), self.n_categories - 1
         )
@@ -365,8 +369,11 @@ class SessionSampler:
         owner = session_of[lines]
         items = sessions.item[lines]
         quantities = sessions.quantity[lines]
-        demand = np.bincount(owner, weights=quantities, minlength=n)[buyers]
-        value = np.bincount(owner, weights=self.item_price[items] * quantities, minlength=n)
+        # Python floats: rounding a numpy scalar costs ~1 µs (the same integers either way).
+        demand = np.bincount(owner, weights=quantities, minlength=n)[buyers].tolist()
+        value = np.bincount(owner, weights=self.item_price[items] * quantities, minlength=n)[
+            buyers
+        ].tolist()
         counts = np.bincount(owner, minlength=n)[buyers].tolist()
         ids = [self.item_ids[i] for i in items.tolist()]
         placed = (arrivals_s[buyers] + sessions.clock[buyers]).tolist()
@@ -380,7 +387,7 @@ class SessionSampler:
                 shopper_id=shoppers.shopper_id(j),
                 location=Point(x[b], y[b]),
                 demand=max(1, round(demand[b])),
-                value_minor=round(value[j]),
+                value_minor=round(value[b]),
                 item_ids=tuple(ids[offset : offset + counts[b]]),
                 placed_at_s=placed[b],
                 window_start_s=window_start,
