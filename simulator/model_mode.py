@@ -635,7 +635,20 @@ class _Session(Request):
     )
 
     def __init__(self, run: ModelRun, plan: _SessionPlan, j: int) -> None:
-        super().__init__(run.env)
+        # ``Request.__init__``, inline (a session per shopper, ~1 M a day): the event's fields,
+        # SimPy's heap and counter, the reused callback list and the class's end-of-call
+        # callbacks. A request's ``arrived``, ``queued``, ``overhead``, ``route`` and
+        # ``items`` are set by ``next_call`` and ``reach`` before anything reads them.
+        env = run.env
+        self.env = env
+        self.callbacks = None  # type: ignore[assignment]
+        self._value = None
+        self._ok = True
+        self._heap = env._queue
+        self._eid = env._eid
+        self._one_callback = [_REACH]
+        self._on_served = _Session._served
+        self._on_leave = _Session._leave
         self.run = run
         self.plan = plan
         self.j = j
@@ -850,7 +863,18 @@ class _Van(Rearmed):
     ``Process._resume`` for each of the ~900,000 periods of a black-friday day; the periods
     are the same events, at the same times, and the van draws the same numbers."""
 
-    __slots__ = ("carried", "link", "period", "phase", "rng", "run", "telemetry", "van")
+    __slots__ = (
+        "advance",
+        "carried",
+        "cold_chain",
+        "link",
+        "period",
+        "phase",
+        "rng",
+        "run",
+        "telemetry",
+        "van",
+    )
 
     def __init__(self, run: ModelRun, van: VehicleState) -> None:
         super().__init__(run.env)
@@ -859,6 +883,10 @@ class _Van(Rearmed):
         self.van = van
         self.period = fleet.telemetry_interval_s * fleet.batch_readings
         self.rng = run.world.rng(f"van-{van.spec.vehicle_id}")
+        #: ``VehicleModel.advance_counting`` and whether the van has a chilled box, looked
+        #: up once (read every batch period).
+        self.advance = run.world.vehicles.advance_counting
+        self.cold_chain = van.spec.cold_chain
         self.link = run.network.link(
             van.spec.vehicle_id, van.spec.radio, moving=True, now_s=run.env.now
         )
@@ -882,10 +910,10 @@ class _Van(Rearmed):
         run = self.run
         van = self.van
         period = self.period
-        readings, results = run.world.vehicles.advance_counting(self.rng, van, period)
+        readings, results = self.advance(self.rng, van, period)
         readings += self.carried
         self.carried = 0
-        if van.spec.cold_chain:
+        if self.cold_chain:
             temperature = van.box_temperature_c
             run.cold_max_c = max(run.cold_max_c, temperature)
             if temperature > run.cold_limit_c:
@@ -899,7 +927,15 @@ class _Van(Rearmed):
             run.telemetry_readings += readings
             run._send_telemetry(self, readings)
         if now < run.end_s:
-            self.after(period, _Van._period)
+            # ``self.after(period, _Van._period)`` inline: the event has just fired.
+            callbacks = self._one_callback
+            callbacks[0] = _PERIOD
+            self.callbacks = callbacks
+            heapq.heappush(self._heap, (now + period, NORMAL, next(self._eid), self))
+
+
+#: ``_Van._period`` as a module constant (read every batch period).
+_PERIOD = _Van._period
 
 
 @contextmanager
