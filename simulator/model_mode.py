@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from heapq import heappush
 from typing import Any
 
 import numpy as np
@@ -264,32 +265,35 @@ class ModelRun:
         self._report = self.stations["dispatch"].routes["ReportStop"]
         #: Orders placed whose window is not yet within the dispatch horizon, by window start.
         self._not_due: list[tuple[float, int, OrderSpec]] = []
-        #: Arrivals: the shoppers still to come, the next one, and the event it waits on.
-        self._arrival_order: Iterator[tuple[_SessionPlan, int, float]] = iter(())
-        self._arriving: tuple[_SessionPlan, int, float] | None = None
+        #: Arrivals: the day's arrival times, the next shopper (its index in ``_plan``, whose
+        #: arrival times ``_arrival_times`` holds) and the event it waits on.
+        self._day_arrivals = np.empty(0)
+        self._arriving = 0
+        self._arrival_times: list[float] = []
         self._arrival_event = Rearmed(self.env)
+        self._arrive_callback = self._arrive
 
     # -- processes -----------------------------------------------------------------------------
 
-    def _shoppers_in_order(self) -> Iterator[tuple[_SessionPlan, int, float]]:
-        """Every shopper of the day as (plan, index in it, arrival time); a block's sessions
-        are drawn when its first shopper is reached."""
-        times = self.world.arrivals.times(self.world.rng("arrivals"), 0.0, self.arrivals_end_s)
-        for first in range(0, times.size, SESSION_BLOCK):
-            plan = self._plan_sessions(first, times[first : first + SESSION_BLOCK])
-            self._plan = plan
-            for j, t in enumerate(plan.arrival):
-                yield plan, j, t
-            self.actions.update(plan.kind_counts())
-            self._plan = None
+    def _next_block(self, first: int) -> bool:
+        """Draw the block of shoppers from arrival ``first`` on (its sessions are drawn when
+        its first shopper is reached); ``False`` when the day has no more."""
+        times = self._day_arrivals
+        if first >= times.size:
+            return False
+        plan = self._plan = self._plan_sessions(first, times[first : first + SESSION_BLOCK])
+        self._arrival_times = plan.arrival
+        self._arriving = 0
+        return True
 
     def _start_arrivals(self) -> None:
         """Schedule the first shopper's arrival; each arrival schedules the next
         (``_arrive``)."""
-        self._arrival_order = self._shoppers_in_order()
-        self._arriving = next(self._arrival_order, None)
-        if self._arriving is not None:
-            self._arrival_event.after(self._arriving[2], self._arrive)
+        self._day_arrivals = self.world.arrivals.times(
+            self.world.rng("arrivals"), 0.0, self.arrivals_end_s
+        )
+        if self._next_block(0):
+            self._arrival_event.after(self._arrival_times[0], self._arrive_callback)
 
     def _arrive(self, _: object) -> None:
         """A shopper arrives: schedule the next arrival, then start this one's session.
@@ -297,11 +301,34 @@ class ModelRun:
         The callback of one reused event, not a process's resume: an arrival waited on by a
         generator made a ``Timeout`` and went through ``Process._resume`` for each of the day's
         million shoppers. The next arrival is scheduled at the same time and in the same
-        order as the process did (before the session's first call), so runs repeat theirs."""
-        plan, j, t = self._arriving  # type: ignore[misc]
-        arriving = self._arriving = next(self._arrival_order, None)
-        if arriving is not None:
-            self._arrival_event.after(arriving[2] - t, self._arrive)
+        order as the process did (before the session's first call), so runs repeat theirs.
+        The next shopper is an index into its block (a generator of the day's shoppers cost
+        a resume and a tuple per shopper); the next block is drawn when the last shopper of
+        a block arrives, as before."""
+        plan = self._plan
+        assert plan is not None
+        j = self._arriving
+        times = self._arrival_times
+        t = times[j]
+        delay: float | None
+        if j + 1 < len(times):
+            self._arriving = j + 1
+            delay = times[j + 1] - t
+        else:
+            self.actions.update(plan.kind_counts())
+            self._plan = None
+            if self._next_block(plan.first_index + len(times)):
+                delay = self._arrival_times[0] - t
+            else:
+                delay = None
+        if delay is not None:
+            # ``self._arrival_event.after(delay, self._arrive)`` inline: the event has just
+            # fired, and arrival times do not decrease.
+            event = self._arrival_event
+            callbacks = event._one_callback
+            callbacks[0] = self._arrive_callback
+            event.callbacks = callbacks
+            heappush(event._heap, (self.env._now + delay, NORMAL, next(event._eid), event))
         _Session(self, plan, j).next_call()
 
     def _plan_sessions(self, first: int, arrivals: np.ndarray) -> _SessionPlan:
@@ -707,7 +734,7 @@ class _Session(Request):
         callbacks = self._one_callback
         callbacks[0] = _REACH
         self.callbacks = callbacks
-        heapq.heappush(self._heap, (now + (wait + half), NORMAL, next(self._eid), self))
+        heappush(self._heap, (now + (wait + half), NORMAL, next(self._eid), self))
 
     def _link(self) -> DeviceLink:
         """The shopper's link, made when a call first reaches its first outage."""
@@ -931,7 +958,7 @@ class _Van(Rearmed):
             callbacks = self._one_callback
             callbacks[0] = _PERIOD
             self.callbacks = callbacks
-            heapq.heappush(self._heap, (now + period, NORMAL, next(self._eid), self))
+            heappush(self._heap, (now + period, NORMAL, next(self._eid), self))
 
 
 #: ``_Van._period`` as a module constant (read every batch period).
