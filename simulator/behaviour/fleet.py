@@ -377,6 +377,10 @@ class VehicleModel:
             target, rate = box.ambient_c, box.warm_rate_per_min
         else:
             target, rate = box.setpoint_c, box.cool_rate_per_min
+        if state.box_temperature_c == target:
+            # Settled (a van shut at the depot overnight): the update below would give
+            # ``target + 0.0 * keep``, the target itself; no exponential per batch period.
+            return
         keep = math.exp(-rate * seconds / 60.0)
         state.box_temperature_c = target + (state.box_temperature_c - target) * keep
 
