@@ -938,7 +938,18 @@ class _BatchWorker(Rearmed):
     def wake(self) -> None:
         """A request arrived at the idle worker."""
         self.woken = True
-        self.next_batch()
+        # ``next_batch``'s usual answer inline (a call fewer per wake-up, ~2 M a day): the
+        # request that woke the worker starts a batch at once when the batcher would not
+        # wait (as many queued as the last batch held, or no wait configured).
+        queue = self.station._queue
+        if queue and (
+            len(queue) >= min(self.previous, self.max_batch)
+            if self.grow
+            else len(queue) >= self.max_batch or self.max_wait_s <= 0
+        ):
+            self._start()
+        else:
+            self.next_batch()
 
     def _draw_wake(self) -> float:
         wakes = self.wakes
