@@ -537,14 +537,14 @@ class ModelRun:
                 splits = np.split(lat[order], np.cumsum(counts)[:-1])
                 # Both percentiles of a window in one call (the same order statistics and
                 # interpolation as one call each; ~150 windows per RPC).
-                per_window = [
+                window_pcts = [
                     np.percentile(s, [50, 99]).tolist() if s.size else None for s in splits
                 ]
                 series["latency_p50_ms"][key] = [
-                    round(p[0], 3) if p is not None else None for p in per_window
+                    round(p[0], 3) if p is not None else None for p in window_pcts
                 ]
                 series["latency_p99_ms"][key] = [
-                    round(p[1], 3) if p is not None else None for p in per_window
+                    round(p[1], 3) if p is not None else None for p in window_pcts
                 ]
         utilisation: dict[str, dict[str, float]] = {}
         saturation: dict[str, Any] = {"services": {}}
