@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
+from heapq import heappush
 from typing import Any
 
 import numpy as np
@@ -265,32 +265,35 @@ class ModelRun:
         self._report = self.stations["dispatch"].routes["ReportStop"]
         #: Orders placed whose window is not yet within the dispatch horizon, by window start.
         self._not_due: list[tuple[float, int, OrderSpec]] = []
-        #: Arrivals: the shoppers still to come, the next one, and the event it waits on.
-        self._arrival_order: Iterator[tuple[_SessionPlan, int, float]] = iter(())
-        self._arriving: tuple[_SessionPlan, int, float] | None = None
+        #: Arrivals: the day's arrival times, the next shopper (its index in ``_plan``, whose
+        #: arrival times ``_arrival_times`` holds) and the event it waits on.
+        self._day_arrivals = np.empty(0)
+        self._arriving = 0
+        self._arrival_times: list[float] = []
         self._arrival_event = Rearmed(self.env)
+        self._arrive_callback = self._arrive
 
     # -- processes -----------------------------------------------------------------------------
 
-    def _shoppers_in_order(self) -> Iterator[tuple[_SessionPlan, int, float]]:
-        """Every shopper of the day as (plan, index in it, arrival time); a block's sessions
-        are drawn when its first shopper is reached."""
-        times = self.world.arrivals.times(self.world.rng("arrivals"), 0.0, self.arrivals_end_s)
-        for first in range(0, times.size, SESSION_BLOCK):
-            plan = self._plan_sessions(first, times[first : first + SESSION_BLOCK])
-            self._plan = plan
-            for j, t in enumerate(plan.arrival):
-                yield plan, j, t
-            self.actions.update(plan.kind_counts())
-            self._plan = None
+    def _next_block(self, first: int) -> bool:
+        """Draw the block of shoppers from arrival ``first`` on (its sessions are drawn when
+        its first shopper is reached); ``False`` when the day has no more."""
+        times = self._day_arrivals
+        if first >= times.size:
+            return False
+        plan = self._plan = self._plan_sessions(first, times[first : first + SESSION_BLOCK])
+        self._arrival_times = plan.arrival
+        self._arriving = 0
+        return True
 
     def _start_arrivals(self) -> None:
         """Schedule the first shopper's arrival; each arrival schedules the next
         (``_arrive``)."""
-        self._arrival_order = self._shoppers_in_order()
-        self._arriving = next(self._arrival_order, None)
-        if self._arriving is not None:
-            self._arrival_event.after(self._arriving[2], self._arrive)
+        self._day_arrivals = self.world.arrivals.times(
+            self.world.rng("arrivals"), 0.0, self.arrivals_end_s
+        )
+        if self._next_block(0):
+            self._arrival_event.after(self._arrival_times[0], self._arrive_callback)
 
     def _arrive(self, _: object) -> None:
         """A shopper arrives: schedule the next arrival, then start this one's session.
@@ -298,11 +301,34 @@ class ModelRun:
         The callback of one reused event, not a process's resume: an arrival waited on by a
         generator made a ``Timeout`` and went through ``Process._resume`` for each of the day's
         million shoppers. The next arrival is scheduled at the same time and in the same
-        order as the process did (before the session's first call), so runs repeat theirs."""
-        plan, j, t = self._arriving  # type: ignore[misc]
-        arriving = self._arriving = next(self._arrival_order, None)
-        if arriving is not None:
-            self._arrival_event.after(arriving[2] - t, self._arrive)
+        order as the process did (before the session's first call), so runs repeat theirs.
+        The next shopper is an index into its block (a generator of the day's shoppers cost
+        a resume and a tuple per shopper); the next block is drawn when the last shopper of
+        a block arrives, as before."""
+        plan = self._plan
+        assert plan is not None
+        j = self._arriving
+        times = self._arrival_times
+        t = times[j]
+        delay: float | None
+        if j + 1 < len(times):
+            self._arriving = j + 1
+            delay = times[j + 1] - t
+        else:
+            self.actions.update(plan.kind_counts())
+            self._plan = None
+            if self._next_block(plan.first_index + len(times)):
+                delay = self._arrival_times[0] - t
+            else:
+                delay = None
+        if delay is not None:
+            # ``self._arrival_event.after(delay, self._arrive)`` inline: the event has just
+            # fired, and arrival times do not decrease.
+            event = self._arrival_event
+            callbacks = event._one_callback
+            callbacks[0] = self._arrive_callback
+            event.callbacks = callbacks
+            heappush(event._heap, (self.env._now + delay, NORMAL, next(event._eid), event))
         _Session(self, plan, j).next_call()
 
     def _plan_sessions(self, first: int, arrivals: np.ndarray) -> _SessionPlan:
@@ -424,16 +450,15 @@ class ModelRun:
     def _vans_on_shift(self) -> list[VehicleState]:
         return self.vans if self._on_shift(self.env.now) else []
 
-    def _send_telemetry(self, link: DeviceLink, readings: int, resent: int) -> None:
+    def _send_telemetry(self, van: _Van, readings: int) -> None:
+        """Send a batch of ``readings`` over ``van``'s link: through the van's own call
+        object when its last batch is through (almost always: a batch period is a minute, a
+        call lasts at most the deadline and a retry), else through a new one."""
         self.telemetry_batches += 1
-        self.telemetry_resent += resent
-        retry = partial(self._resend_telemetry, readings)
-        _LinkCall(self, link, self._ingest, readings, TELEMETRY_WAITS, retry).start()
-
-    def _resend_telemetry(self, readings: int) -> None:
-        # A dropped batch goes again (once, a second later).
-        self.telemetry_resent += readings
-        self.telemetry_batches += 1
+        call = van.telemetry
+        if call is None or call.in_flight:
+            call = van.telemetry = _TelemetryCall(self, van.link)
+        call.send_batch(readings)
 
     def _stop(self, result: StopResult) -> None:
         log = self.deliveries
@@ -510,11 +535,16 @@ class ModelRun:
                 series["throughput_rps"][key] = (counts / self.window_s).round(4).tolist()
                 order = np.argsort(index, kind="stable")
                 splits = np.split(lat[order], np.cumsum(counts)[:-1])
+                # Both percentiles of a window in one call (the same order statistics and
+                # interpolation as one call each; ~150 windows per RPC).
+                window_pcts = [
+                    np.percentile(s, [50, 99]).tolist() if s.size else None for s in splits
+                ]
                 series["latency_p50_ms"][key] = [
-                    round(float(np.percentile(s, 50)), 3) if s.size else None for s in splits
+                    round(p[0], 3) if p is not None else None for p in window_pcts
                 ]
                 series["latency_p99_ms"][key] = [
-                    round(float(np.percentile(s, 99)), 3) if s.size else None for s in splits
+                    round(p[1], 3) if p is not None else None for p in window_pcts
                 ]
         utilisation: dict[str, dict[str, float]] = {}
         saturation: dict[str, Any] = {"services": {}}
@@ -637,7 +667,20 @@ class _Session(Request):
     )
 
     def __init__(self, run: ModelRun, plan: _SessionPlan, j: int) -> None:
-        super().__init__(run.env)
+        # ``Request.__init__``, inline (a session per shopper, ~1 M a day): the event's fields,
+        # SimPy's heap and counter, the reused callback list and the class's end-of-call
+        # callbacks. A request's ``arrived``, ``queued``, ``overhead``, ``route`` and
+        # ``items`` are set by ``next_call`` and ``reach`` before anything reads them.
+        env = run.env
+        self.env = env
+        self.callbacks = None  # type: ignore[assignment]
+        self._value = None
+        self._ok = True
+        self._heap = env._queue
+        self._eid = env._eid
+        self._one_callback = [_REACH]
+        self._on_served = _Session._served
+        self._on_leave = _Session._leave
         self.run = run
         self.plan = plan
         self.j = j
@@ -696,7 +739,7 @@ class _Session(Request):
         callbacks = self._one_callback
         callbacks[0] = _REACH
         self.callbacks = callbacks
-        heapq.heappush(self._heap, (now + (wait + half), NORMAL, next(self._eid), self))
+        heappush(self._heap, (now + (wait + half), NORMAL, next(self._eid), self))
 
     def _link(self) -> DeviceLink:
         """The shopper's link, made when a call first reaches its first outage."""
@@ -739,6 +782,25 @@ class _Session(Request):
         stats.completed_at.append(now + half)
         stats.latency_s.append(self.delay + (now - self.arrived))
         self.carry = half
+        # ``next_call``'s common case inline (a Python call fewer at the end of most calls of
+        # the day): a next call clear of outages and within the deadline is sent from here,
+        # with the same numbers; anything else (the session's end, a possible outage, a drop)
+        # goes through ``next_call``, which reads the same record again.
+        c = self.call
+        if c != self.stop:
+            wait, delay, target_index, items = _unpack_call(self.plan.calls, c)
+            wait += half
+            if now + wait < self.next_outage and delay <= self.run.deadline_s:
+                self.call = c + _CALL_SIZE
+                self.route = self.run._targets[target_index]
+                self.items = items
+                self.delay = delay
+                self.half = half = delay * 0.5
+                callbacks = self._one_callback
+                callbacks[0] = _REACH
+                self.callbacks = callbacks
+                heappush(self._heap, (now + (wait + half), NORMAL, next(self._eid), self))
+                return
         self.next_call()
 
     def _leave(self) -> None:
@@ -762,7 +824,7 @@ class _LinkCall(Request):
     ``k`` waits ``waits[k]`` first, then the uplink, queues and is served (event callbacks,
     like ``_Session``)."""
 
-    __slots__ = ("attempt", "delay", "link", "on_retry", "run", "waits")
+    __slots__ = ("attempt", "delay", "link", "run", "waits")
 
     def __init__(
         self,
@@ -771,7 +833,6 @@ class _LinkCall(Request):
         route: Route,
         items: int,
         waits: tuple[float, ...],
-        on_retry: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(run.env)
         self.run = run
@@ -779,7 +840,6 @@ class _LinkCall(Request):
         self.route = route
         self.items = items
         self.waits = waits
-        self.on_retry = on_retry
         self.attempt = 0
         self.delay = 0.0
 
@@ -793,21 +853,66 @@ class _LinkCall(Request):
         if dropped:
             run.net_failures[cause.value] += 1
             self.route.stats.failed_network += 1
-            self.after(wait + delay, _LinkCall._dropped)
+            # The class's own ``_dropped`` (a telemetry batch counts its resend).
+            self.after(wait + delay, type(self)._dropped)
             return
         self.delay = delay
-        self.after(wait + delay / 2, Request.reach)
+        # ``self.after(wait + delay / 2, Request.reach)`` inline (a van's call a minute): the
+        # event is off the heap (new, or its drop has just fired) and the wait not negative.
+        callbacks = self._one_callback
+        callbacks[0] = _REACH
+        self.callbacks = callbacks
+        heappush(self._heap, (self.env._now + (wait + delay / 2), NORMAL, next(self._eid), self))
 
     def _dropped(self) -> None:
         self.attempt += 1
         if self.attempt < len(self.waits):
-            if self.on_retry is not None:
-                self.on_retry()
             self.start()
 
     def left(self, in_service: float) -> None:
         delay = self.delay
         self.route.stats.add(self.env._now + delay / 2, delay + in_service)
+
+
+class _TelemetryCall(_LinkCall):
+    """A van's telemetry batch (``TELEMETRY_WAITS``: a dropped batch goes again once, a
+    second later, and counts as resent). A van keeps one and sends its batches through it
+    one after another (``ModelRun._send_telemetry``): a call object, its callback list and a
+    retry closure were made and freed every batch period of every van, ~900,000 times a
+    day. Reusing the object changes no event: it is made when sent, schedules nothing
+    until ``start``, and a batch sent while the last is still in flight gets a new one."""
+
+    __slots__ = ("in_flight",)
+
+    def __init__(self, run: ModelRun, link: DeviceLink) -> None:
+        super().__init__(run, link, run._ingest, 0, TELEMETRY_WAITS)
+        #: From ``send_batch`` until the batch is through or dropped for good.
+        self.in_flight = False
+
+    def send_batch(self, readings: int) -> None:
+        self.items = readings
+        self.attempt = 0
+        self.in_flight = True
+        self.start()
+
+    def _dropped(self) -> None:
+        self.attempt += 1
+        if self.attempt < len(TELEMETRY_WAITS):
+            run = self.run
+            # A dropped batch goes again (once, a second later).
+            run.telemetry_resent += self.items
+            run.telemetry_batches += 1
+            self.start()
+        else:
+            self.in_flight = False
+
+    def left(self, in_service: float) -> None:
+        delay = self.delay
+        # ``RpcStats.add``, inline (a van's batch a minute).
+        stats = self.route.stats
+        stats.completed_at.append(self.env._now + delay / 2)
+        stats.latency_s.append(delay + in_service)
+        self.in_flight = False
 
 
 class _Van(Rearmed):
@@ -817,7 +922,18 @@ class _Van(Rearmed):
     ``Process._resume`` for each of the ~900,000 periods of a black-friday day; the periods
     are the same events, at the same times, and the van draws the same numbers."""
 
-    __slots__ = ("carried", "link", "period", "phase", "rng", "run", "van")
+    __slots__ = (
+        "advance",
+        "carried",
+        "cold_chain",
+        "link",
+        "period",
+        "phase",
+        "rng",
+        "run",
+        "telemetry",
+        "van",
+    )
 
     def __init__(self, run: ModelRun, van: VehicleState) -> None:
         super().__init__(run.env)
@@ -826,11 +942,17 @@ class _Van(Rearmed):
         self.van = van
         self.period = fleet.telemetry_interval_s * fleet.batch_readings
         self.rng = run.world.rng(f"van-{van.spec.vehicle_id}")
+        #: ``VehicleModel.advance_counting`` and whether the van has a chilled box, looked
+        #: up once (read every batch period).
+        self.advance = run.world.vehicles.advance_counting
+        self.cold_chain = van.spec.cold_chain
         self.link = run.network.link(
             van.spec.vehicle_id, van.spec.radio, moving=True, now_s=run.env.now
         )
         #: Readings taken before the first period (sent with its batch).
         self.carried = 0
+        #: The call its telemetry batches go through (made with the first).
+        self.telemetry: _TelemetryCall | None = None
         # Vans are not synchronised: each starts its batch cycle at its own phase (in step
         # they would send in bursts of the whole fleet).
         self.phase = float(self.rng.uniform(0.0, self.period))
@@ -847,10 +969,10 @@ class _Van(Rearmed):
         run = self.run
         van = self.van
         period = self.period
-        readings, results = run.world.vehicles.advance_counting(self.rng, van, period)
+        readings, results = self.advance(self.rng, van, period)
         readings += self.carried
         self.carried = 0
-        if van.spec.cold_chain:
+        if self.cold_chain:
             temperature = van.box_temperature_c
             run.cold_max_c = max(run.cold_max_c, temperature)
             if temperature > run.cold_limit_c:
@@ -862,9 +984,17 @@ class _Van(Rearmed):
         now = self.env._now
         if readings and (van.busy or run._on_shift(now)):
             run.telemetry_readings += readings
-            run._send_telemetry(self.link, readings, 0)
+            run._send_telemetry(self, readings)
         if now < run.end_s:
-            self.after(period, _Van._period)
+            # ``self.after(period, _Van._period)`` inline: the event has just fired.
+            callbacks = self._one_callback
+            callbacks[0] = _PERIOD
+            self.callbacks = callbacks
+            heappush(self._heap, (now + period, NORMAL, next(self._eid), self))
+
+
+#: ``_Van._period`` as a module constant (read every batch period).
+_PERIOD = _Van._period
 
 
 @contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -154,3 +155,36 @@ def test_every_action_makes_its_calls_and_every_session_ends() -> None:
     assert deliveries["placed"] == actions["checkout"]
     assert recommendations["shown"] == 10 * actions["recommend"]
     assert recommendations["clicked"] == actions["click"]
+
+
+def test_every_telemetry_batch_is_one_call_attempt() -> None:
+    # A van sends its batches through one reused call object: every batch sent (first tries
+    # and resends) is still one attempt that either reaches the service or is dropped.
+    result = small_run(6)
+    latencies, telemetry = result["rpc_latencies"], result["telemetry"]
+    assert isinstance(latencies, dict) and isinstance(telemetry, dict)
+    ingest = latencies["telemetry.Ingest"]
+    assert ingest["calls"] + ingest["failed_network"] == telemetry["batches"] > 0
+
+
+def test_a_van_reuses_its_telemetry_call_only_once_the_last_is_through() -> None:
+    scenario = load_scenario("demo").with_overrides(shoppers_per_day=100.0)
+    run = ModelRun(scenario, load_calibration())
+    spec = run.world.vehicles.fleet(run.world.rng("fleet"), start_s=0.0)[0].spec
+    van = SimpleNamespace(
+        telemetry=None, link=run.network.link(spec.vehicle_id, spec.radio, moving=True)
+    )
+    run._send_telemetry(van, 5)  # type: ignore[arg-type]
+    first = van.telemetry
+    assert first is not None and first.in_flight
+    # Sent while the first is in flight: a call of its own.
+    run._send_telemetry(van, 7)  # type: ignore[arg-type]
+    second = van.telemetry
+    assert second is not first and (first.items, second.items) == (5, 7)
+    run.env.run(until=30.0)
+    assert not first.in_flight and not second.in_flight
+    run._send_telemetry(van, 3)  # type: ignore[arg-type]
+    assert van.telemetry is second and second.items == 3
+    run.env.run(until=60.0)
+    ingest = run.stations["telemetry"].stats["Ingest"]
+    assert len(ingest.latency_s) + ingest.failed_network == run.telemetry_batches == 3
