@@ -81,6 +81,8 @@ class _RecordingGenerator:
 
     def __init__(self, slow_from: int) -> None:
         self.log: list[tuple[str, str]] = []
+        #: Measured seconds of each open-loop job, in order.
+        self.open_durations: list[float] = []
         self.slow_from = slow_from
 
     def run(self, jobs: list[Any]) -> list[LoadResult]:
@@ -96,6 +98,7 @@ class _RecordingGenerator:
                 level, throughput = float(job.concurrency), 1000.0 * job.concurrency / mean
             else:
                 self.log.append((service, "open"))
+                self.open_durations.append(job.duration_s)
                 mean, level, throughput = speed * 3.0, job.rate, job.rate
             latencies = list(mean * rng.lognormal(0.0, 0.2, 200) / np.exp(0.02))
             results.append(LoadResult("x", level, 200, 200, 0, 0, 1.0, throughput, latencies))
@@ -150,6 +153,9 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     ]
     assert [len(passes) for passes in measured.values()] == [3]
     assert rates == {rec: [10.0, 20.0]}
+    # Both rates are far below the fake service's knee: each pass measures a third of
+    # --duration at each (after the first calibration pass's open-loop echo and light run).
+    assert generator.open_durations[2:] == pytest.approx([1.0 / 3] * 6)
     # The fit pools every calibration pass: per call 0.3 ms on the fast machine, 0.9 ms on
     # the slow one, so about 0.7 ms for one fast pass and two slow ones (not the first
     # pass's 0.3 ms).
@@ -167,7 +173,6 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
         "Recommend",
         rates[rec],
         measured[rec],
-        per_pass_s=1.0 / 3,
         warmup_s=0.1,
         max_in_flight=64,
         seed=7,
@@ -183,3 +188,43 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     # pooled p95 of the paired predictions is above that of the fit of all passes.
     assert rows[0]["p_p95_paired_ms"] > rows[0]["p_p95_ms"]
     assert rows[0]["p95_error_paired"] is not None
+
+
+def test_model_replications_pool_fresh_arrivals_and_steady_the_prediction() -> None:
+    # The first replication is the measured arrivals themselves; the others are fresh.
+    assert validate.arrival_seed(7, 2, 3, 0) == validate.arrival_seed(7, 2, 3)
+    seeds = {
+        validate.arrival_seed(7, p, i, r) for p in range(8) for i in range(10) for r in range(10)
+    }
+    assert len(seeds) == 800
+    from simulator.platform import load_calibration
+
+    service = load_calibration("measured-2core").services["intent"]
+    # At 70 % of intent's knee one set of two short passes gives a p95 that moves with the
+    # arrivals; ten replications pooled move much less from one seed to the next.
+    measured = [[LoadResult("open", 280.0, 1, 1, 0, 0, 1.0, 1.0, [20.0])] for _ in range(2)]
+
+    def p95(seed: int, replications: int) -> tuple[float, Any]:
+        (row,) = validate.predict_rows(
+            service,
+            "Classify",
+            [280.0],
+            measured,
+            warmup_s=0.2,
+            max_in_flight=256,
+            seed=seed,
+            log=lambda _m: None,
+            replications=replications,
+        )
+        return row["p_p95_ms"], row["p_p95_se"]
+
+    single = [p95(seed, 1)[0] for seed in range(6)]
+    pooled = [p95(seed, 10) for seed in range(6)]
+    assert all(se is not None and 0 < se < 0.2 for _, se in pooled)
+    assert p95(0, 1)[1] is None  # one replication: no spread to report
+    assert np.std([p for p, _ in pooled]) < 0.6 * np.std(single)
+
+
+def test_rates_at_and_past_the_predicted_knee_get_a_quarter_of_the_duration() -> None:
+    durations = validate.rate_durations([40.0, 280.0, 399.0, 400.0, 520.0], 400.0, 32.0)
+    assert durations == [32.0, 32.0, 32.0, 8.0, 8.0]
