@@ -2,10 +2,12 @@
 open-loop Poisson load, over a ladder of arrival rates from light load to past saturation.
 
 For each service and rate the generator (a separate process, ``measure.LoadGenerator``) offers
-Poisson arrivals for ``--warmup`` + ``--duration`` seconds and measures the calls that arrived
+Poisson arrivals for ``--warmup`` + the rate's share of ``--duration`` in each of ``--passes``
+passes (a quarter of it at and past the predicted knee) and measures the calls that arrived
 after the warm-up; the model (``fit.simulate_open``: the ``Station`` model mode uses, fed the
 calibration) gets the same arrival times (same seed), the same in-flight cap and the same
-window. The bounds:
+window in its first replication, fresh arrivals in the others (``--model-replications``), all
+pooled, so that the prediction is the model's expectation. The bounds:
 
 * **knee**: the maximum sustainable throughput, defined as the highest throughput achieved
   (successful completions inside the window per second) over the ladder, measured and predicted
@@ -302,7 +304,9 @@ def predict_rows(
     timeout_s = OpenJob.timeout_s
     passes = len(measured_passes)
 
-    def predict(index: int, rate: float, calibrations: list[Any]) -> tuple[dict[str, Any], Any]:
+    def predict(
+        index: int, rate: float, calibrations: list[Any]
+    ) -> tuple[dict[str, Any], list[float]]:
         """The pooled summary over passes and replications, and each replication's p95."""
         runs = [
             [
