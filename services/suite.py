@@ -96,7 +96,8 @@ def start_suite(
             for option, upstream in get_definition(name).upstreams.items():
                 target = f"127.0.0.1:{ports[upstream]}" if upstream in ports else ""
                 args += ["--" + option.replace("_", "-"), target]
-            args += ["--metrics-port", "0"]
+            if "--metrics-port" not in args:  # free ports do not reach for the fixed one
+                args += ["--metrics-port", "0"]
         host = "127.0.0.1" if free_ports else settings_of[name].host
         processes.append(
             ServiceProcess(

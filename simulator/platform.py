@@ -28,7 +28,18 @@ from simpy.events import NORMAL
 DISTRIBUTIONS = ("exponential", "deterministic", "lognormal")
 VARIABILITY = ("fixed", "proportional", "averaged")
 WAKE = ("constant", "exponential")
-LOAD_DEPENDENCE_KEYS = ("concurrency", "throughput", "mean_ms", "p50_ms", "p95_ms", "p99_ms")
+#: Keys of a calibration's ladder rows; ``batch_size`` and ``batch_ms`` (the service's own mean
+#: batch size and batch time at that concurrency) only where its metrics were read.
+LOAD_DEPENDENCE_KEYS = (
+    "concurrency",
+    "throughput",
+    "mean_ms",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "batch_size",
+    "batch_ms",
+)
 
 
 #: At most this many extensions of a batch for the event loop's share (``Batching.loop_ms``).

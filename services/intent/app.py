@@ -9,6 +9,7 @@ from pathlib import Path
 
 import structlog
 from grpc import aio
+from prometheus_client import CollectorRegistry
 
 from services.intent.config import IntentOptions
 from services.intent.inference import IntentModel, ModelFormatError, resolve_model_dir
@@ -17,6 +18,7 @@ from services.intent.pipeline import IntentPipeline
 from services.intent.server import SERVICE_NAME, IntentServicer, add_to_server
 from services.runtime.client import RetryPolicy
 from services.runtime.config import ServerSettings
+from services.runtime.metrics import BatchMetrics
 
 log = structlog.get_logger("shoptwin.intent")
 
@@ -35,6 +37,11 @@ class IntentApp:
         self._pipeline: IntentPipeline | None = None
         self._lookup: DispatchOrderLookup | None = None
         self._servicer = IntentServicer(None)
+        self._batch_metrics: BatchMetrics | None = None
+
+    def bind_metrics(self, registry: CollectorRegistry | None) -> None:
+        """The micro-batches next to the runtime's RPC metrics."""
+        self._batch_metrics = BatchMetrics.create(registry, "intent")
 
     async def start(self) -> None:
         options = self._options
@@ -79,6 +86,7 @@ class IntentApp:
             lookup=self._lookup,
             templates=model.templates,
             max_batch=options.max_batch,
+            batch_metrics=self._batch_metrics,
         )
         self._pipeline.start()
         self._servicer = IntentServicer(self._pipeline)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
+
+from services.runtime.metrics import BatchMetrics
 
 T = TypeVar("T")
 
@@ -20,10 +23,17 @@ T = TypeVar("T")
 class MicroBatcher(Generic[T]):
     """Runs ``predict(texts) -> results`` (one result per text) on batched requests."""
 
-    def __init__(self, predict: Callable[[list[str]], Sequence[T]], *, max_batch: int = 32) -> None:
+    def __init__(
+        self,
+        predict: Callable[[list[str]], Sequence[T]],
+        *,
+        max_batch: int = 32,
+        metrics: BatchMetrics | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self._predict = predict
+        self._metrics = metrics
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[list[str], asyncio.Future[list[T]]]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intent-infer")
@@ -57,6 +67,7 @@ class MicroBatcher(Generic[T]):
             if not jobs:
                 continue
             texts = [text for job_texts, _ in jobs for text in job_texts]
+            started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._predict, texts)
             except Exception as exc:  # every waiter gets the failure, the worker lives on
@@ -64,6 +75,8 @@ class MicroBatcher(Generic[T]):
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            if self._metrics is not None:
+                self._metrics.observe(len(texts), time.perf_counter() - started)
             self.batches_run += 1
             self.largest_batch = max(self.largest_batch, len(texts))
             offset = 0

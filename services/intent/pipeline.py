@@ -19,6 +19,7 @@ from services.intent.actions import (
 from services.intent.batching import MicroBatcher
 from services.intent.entities import Entity, extract_entities, first_of_type
 from services.intent.inference import IntentModel, Prediction
+from services.runtime.metrics import BatchMetrics
 
 DEFAULT_TOP_K = 3
 
@@ -64,11 +65,14 @@ class IntentPipeline:
         lookup: OrderLookup | None,
         templates: Mapping[str, str] | None = None,
         max_batch: int = 32,
+        batch_metrics: BatchMetrics | None = None,
     ) -> None:
         self.model = model
         self._lookup = lookup
         self._templates = dict(templates or {})
-        self._batcher: MicroBatcher[Prediction] = MicroBatcher(model.predict, max_batch=max_batch)
+        self._batcher: MicroBatcher[Prediction] = MicroBatcher(
+            model.predict, max_batch=max_batch, metrics=batch_metrics
+        )
 
     def start(self) -> None:
         self._batcher.start()

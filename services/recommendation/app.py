@@ -13,6 +13,7 @@ from services.recommendation.ranker import ProcessRanker, RankerMetrics
 from services.recommendation.server import RecommendationServicer
 from services.recommendation.store import FeedbackStore
 from services.runtime.config import ServerSettings
+from services.runtime.metrics import BatchMetrics
 from shoptwin.v1 import recommendation_pb2, recommendation_pb2_grpc
 
 SERVICE_NAME = recommendation_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name
@@ -26,10 +27,13 @@ class RecommendationApp:
         self.engine: RecommendationEngine | None = None
         self._store: FeedbackStore | None = None
         self._ranker_metrics: RankerMetrics | None = None
+        self._batch_metrics: BatchMetrics | None = None
 
     def bind_metrics(self, registry: CollectorRegistry | None) -> None:
-        """The ranking process's state next to the runtime's RPC metrics."""
+        """The ranking process's state and the micro-batches next to the runtime's RPC
+        metrics."""
         self._ranker_metrics = RankerMetrics.create(registry)
+        self._batch_metrics = BatchMetrics.create(registry, "recommendation")
 
     async def start(self) -> None:
         import torch
@@ -47,6 +51,7 @@ class RecommendationApp:
             ranker=ProcessRanker(self.options.torch_threads, metrics=self._ranker_metrics)
             if self.options.ranking_process
             else ThreadRanker(),
+            batch_metrics=self._batch_metrics,
         )
         await self.engine.start()
 

@@ -44,6 +44,7 @@ from services.runtime.errors import (
     UnavailableError,
     ValidationError,
 )
+from services.runtime.metrics import BatchMetrics
 
 MAX_K = 1000
 MAX_CATEGORIES = 100
@@ -577,8 +578,15 @@ class MicroBatcher:
     batches fill up anyway; a service that gets one call at a time never waits.
     """
 
-    def __init__(self, ranker: Ranker, window_s: float, max_batch: int) -> None:
+    def __init__(
+        self,
+        ranker: Ranker,
+        window_s: float,
+        max_batch: int,
+        metrics: BatchMetrics | None = None,
+    ) -> None:
         self.ranker = ranker
+        self.metrics = metrics
         self.window_s = window_s
         self.max_batch = max_batch
         self._queue: asyncio.Queue[
@@ -640,6 +648,7 @@ class MicroBatcher:
             for positions in groups.values():
                 state = batch[positions[0]][0]
                 prepared = [batch[p][1] for p in positions]
+                started = time.perf_counter()
                 try:
                     ranked = await self.ranker.rank(state, prepared)
                 except Exception as exc:
@@ -647,6 +656,8 @@ class MicroBatcher:
                         if not batch[p][2].done():
                             batch[p][2].set_exception(exc)
                     continue
+                if self.metrics is not None:
+                    self.metrics.observe(len(prepared), time.perf_counter() - started)
                 version = state.model.metadata.version
                 for p, query, items in zip(positions, prepared, ranked, strict=True):
                     if not batch[p][2].done():
@@ -678,6 +689,7 @@ class RecommendationEngine:
         batch_window_s: float = 0.0,
         max_batch: int = 64,
         ranker: Ranker | None = None,
+        batch_metrics: BatchMetrics | None = None,
     ) -> None:
         self.model_root = model_root
         self.store = store
@@ -685,7 +697,7 @@ class RecommendationEngine:
         self.catalog = Catalog()
         self.state: ServingState | None = None
         self.ranker = ranker or ThreadRanker()
-        self.batcher = MicroBatcher(self.ranker, batch_window_s, max_batch)
+        self.batcher = MicroBatcher(self.ranker, batch_window_s, max_batch, batch_metrics)
         self._reload_lock = asyncio.Lock()
 
     async def start(self) -> None:

@@ -78,6 +78,46 @@ class RpcMetrics:
         return cls(requests, latency, in_flight, registry)
 
 
+#: Requests (recommendation) or texts (intent) per micro-batch.
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    """Size and duration of each micro-batch a service runs (``shoptwin_batch_size``,
+    ``shoptwin_batch_duration_seconds``, labelled by service). The duration is the batcher's
+    own time: from handing the batch to the model (thread or ranking process) to having its
+    answers, so sum/count over an interval is the batcher's busy time per batch. An SRE reads
+    how well batching amortises under the current load; ``shoptwin capacity`` reads the same
+    series to set the model's batches beside the real ones."""
+
+    size: Histogram
+    seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None, service: str) -> BatchMetrics:
+        size = Histogram(
+            "shoptwin_batch_size",
+            "Items per micro-batch, by service",
+            ["service"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
+        seconds = Histogram(
+            "shoptwin_batch_duration_seconds",
+            "Time from handing a micro-batch to the model to having its answers, by service",
+            ["service"],
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        return cls(size.labels(service), seconds.labels(service))
+
+    def observe(self, size: int, seconds: float) -> None:
+        self.size.observe(size)
+        self.seconds.observe(seconds)
+
+
 def serve_metrics(port: int, host: str, registry: CollectorRegistry) -> None:
     """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread."""
     start_http_server(port, addr=host, registry=registry)

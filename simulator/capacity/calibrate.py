@@ -91,15 +91,22 @@ def parse_ladder(value: str, flag: str = "--concurrencies") -> list[int]:
 
 def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """Validated flags (``SettingsError`` names the flag)."""
-    from simulator.capacity.harness import check_number, parse_services, parse_targets
+    from simulator.capacity.harness import (
+        check_number,
+        parse_metrics,
+        parse_services,
+        parse_targets,
+    )
 
     check_number(args.duration, "--duration")
     check_number(args.warmup, "--warmup", strict=False)
     check_number(args.workers, "--workers", minimum=1, strict=False, integer=True)
     check_number(args.passes, "--passes", minimum=1, strict=False, integer=True)
+    targets = parse_targets(args.target)
     return {
         "services": parse_services(args.services),
-        "targets": parse_targets(args.target),
+        "targets": targets,
+        "metrics": parse_metrics(args.metrics, targets),
         "ladder": parse_ladder(args.concurrencies),
     }
 
@@ -279,6 +286,9 @@ class Calibrator:
                         "p50_ms": s["p50_ms"],
                         "p95_ms": s["p95_ms"],
                         "p99_ms": s["p99_ms"],
+                        # The service's own batches at this level (its metrics series):
+                        # the batch size the fit assumes is the concurrency.
+                        **{k: s[k] for k in ("batch_size", "batch_ms") if k in s},
                     }
                 )
                 log(
@@ -498,6 +508,7 @@ def run(args: argparse.Namespace) -> int:
             log_dir=log_dir,
             config_path=getattr(args, "config", None),
             log=log,
+            metrics=checked["metrics"],
         ) as running:
             entries, raw = Calibrator(
                 generator,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from simulator.capacity.measure import LoadResult, poisson_arrivals
+from simulator.capacity.measure import BatchCounts, LoadResult, poisson_arrivals
 from simulator.platform import ServiceCalibration, Station
 
 
@@ -137,6 +137,15 @@ def _station(service: ServiceCalibration, seed: int) -> tuple[simpy.Environment,
     return env, station
 
 
+def _batch_counts(station: Station) -> BatchCounts | None:
+    """The station's batches over the whole run, as the service's own series count them."""
+    if station.calibration.batching is None:
+        return None
+    return BatchCounts(
+        float(station.batches), float(station.batched_requests), sum(station.busy_s.values())
+    )
+
+
 def simulate_open(
     service: ServiceCalibration,
     rpc: str,
@@ -191,6 +200,7 @@ def simulate_open(
         window_s=duration_s,
         throughput=state["in_window"] / duration_s,
         latencies_ms=latencies,
+        batches=_batch_counts(station),
     )
 
 
@@ -228,4 +238,5 @@ def simulate_closed(
         window_s=duration_s,
         throughput=len(latencies) / duration_s,
         latencies_ms=latencies,
+        batches=_batch_counts(station),
     )

@@ -50,6 +50,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "'echo=HOST:PORT' for the baseline)",
     )
     parser.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="the Prometheus endpoint of a --target service (http://HOST:PORT/metrics), so "
+        "the results carry its real batch sizes and batch times beside the model's "
+        "(repeatable; services this command starts are read without it)",
+    )
+    parser.add_argument(
         "--log-dir", type=Path, default=None, help="service logs (default: under --out)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -80,6 +89,23 @@ def parse_targets(values: Sequence[str]) -> dict[str, str]:
             raise SettingsError(f"--target: unknown service {name!r}")
         targets[name] = address
     return targets
+
+
+def parse_metrics(values: Sequence[str], targets: dict[str, str]) -> dict[str, str]:
+    """``--metrics NAME=URL`` values as a dict; only for services given by ``--target``."""
+    urls = {}
+    for value in values:
+        name, sep, url = value.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise SettingsError(f"--metrics: expected NAME=http://HOST:PORT/metrics, got {value!r}")
+        if name not in MEASURABLE:
+            raise SettingsError(f"--metrics: unknown or unmeasurable service {name!r}")
+        if name not in targets:
+            raise SettingsError(
+                f"--metrics: {name} has no --target (the services started here are read anyway)"
+            )
+        urls[name] = url
+    return urls
 
 
 def check_number(
@@ -118,12 +144,16 @@ def _recommendation_users(data_dir: Path, model_dir: Path | None) -> tuple[str, 
     return tuple(str(u) for u in users[:4096])
 
 
-def workload_for(service: str, target: str, data_dir: Path) -> Workload:
-    """The generator's workload for ``service`` at ``target``."""
+def workload_for(
+    service: str, target: str, data_dir: Path, metrics_url: str | None = None
+) -> Workload:
+    """The generator's workload for ``service`` at ``target`` (``metrics_url``: the
+    service's Prometheus endpoint, for its batch counts)."""
     rpc, _ = MEASURABLE[service]
     if service == "recommendation":
-        return Workload(service, rpc, target, _recommendation_users(data_dir, None), k=10)
-    return Workload(service, rpc, target, load_texts())
+        users = _recommendation_users(data_dir, None)
+        return Workload(service, rpc, target, users, k=10, metrics_url=metrics_url)
+    return Workload(service, rpc, target, load_texts(), metrics_url=metrics_url)
 
 
 @contextmanager
@@ -135,17 +165,29 @@ def running_services(
     log_dir: Path,
     config_path: str | None = None,
     log: object = print,
+    metrics: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     """Start the services of ``names`` (and echo) that have no ``--target``, on free ports;
     stop them on exit."""
     from services.cli.serve import load_service_settings
+    from services.runtime.process import free_port
     from services.suite import start_suite
 
     to_start = [n for n in (*names, "echo") if n not in targets]
+    urls = dict(metrics or {})
+    # The started services serve their metrics, so each measurement also carries the
+    # service's own count of batches (``measure.BatchCounts``).
+    metrics_ports = {name: free_port() for name in to_start if name != "echo"}
+    urls.update({name: f"http://127.0.0.1:{port}/metrics" for name, port in metrics_ports.items()})
     suite = None
     if to_start:
         service_args = {
-            name: (["--workers", str(workers)] if name != "echo" else []) for name in to_start
+            name: (
+                ["--workers", str(workers), "--metrics-port", str(metrics_ports[name])]
+                if name != "echo"
+                else []
+            )
+            for name in to_start
         }
         suite = start_suite(
             to_start,
@@ -161,7 +203,9 @@ def running_services(
         data_dir = load_service_settings("recommendation", argparse.Namespace(config=config_path))[
             0
         ].data_dir
-        workloads = {name: workload_for(name, all_targets[name], data_dir) for name in names}
+        workloads = {
+            name: workload_for(name, all_targets[name], data_dir, urls.get(name)) for name in names
+        }
         workloads["echo"] = Workload("echo", "Echo", all_targets["echo"])
         yield Running(all_targets, workloads)
     finally:

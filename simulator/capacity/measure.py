@@ -42,6 +42,9 @@ class Workload:
     target: str
     inputs: tuple[str, ...] = ()
     k: int = 10
+    #: The service's Prometheus endpoint (``http://host:port/metrics``), when known: each
+    #: job then carries the service's own count of micro-batches (``BatchCounts``).
+    metrics_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,48 @@ class OpenJob:
     timeout_s: float = 10.0
 
 
+@dataclass(frozen=True)
+class BatchCounts:
+    """Micro-batches a service ran over some interval: how many, the items in them, and the
+    batcher's busy time (from the service's ``shoptwin_batch_*`` series, or the model's
+    station). Counted over a whole job, warm-up and the last calls' drain included."""
+
+    batches: float = 0.0
+    items: float = 0.0
+    busy_s: float = 0.0
+
+    def __add__(self, other: BatchCounts) -> BatchCounts:
+        return BatchCounts(
+            self.batches + other.batches, self.items + other.items, self.busy_s + other.busy_s
+        )
+
+    def __sub__(self, other: BatchCounts) -> BatchCounts:
+        return BatchCounts(
+            self.batches - other.batches, self.items - other.items, self.busy_s - other.busy_s
+        )
+
+
+def scrape_batches(url: str, service: str, timeout_s: float = 5.0) -> BatchCounts:
+    """The service's batch counters from its Prometheus endpoint (zero before its first
+    batch); ``OSError`` when the endpoint does not answer."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(url, timeout=timeout_s) as response:
+        text = response.read().decode("utf-8")
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("service") == service:
+                values[sample.name] = sample.value
+    return BatchCounts(
+        values.get("shoptwin_batch_size_count", 0.0),
+        values.get("shoptwin_batch_size_sum", 0.0),
+        values.get("shoptwin_batch_duration_seconds_sum", 0.0),
+    )
+
+
 @dataclass
 class LoadResult:
     """One measured load level. Latencies (ms) of the calls that arrived in the measured window;
@@ -85,12 +130,24 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     #: Open loop: how late each measured call left the generator after its scheduled arrival.
     send_lag_ms: list[float] = field(default_factory=list)
+    #: The service's micro-batches during the job; ``None`` when not known.
+    batches: BatchCounts | None = None
 
     def summary(self) -> dict[str, Any]:
-        """Counts, throughput and percentiles (without the raw latencies)."""
+        """Counts, throughput and percentiles (without the raw latencies); with batch counts,
+        the mean batch size and the batcher's mean time per batch."""
         values = np.asarray(self.latencies_ms or [float("nan")])
         p50, p95, p99 = np.percentile(values, [50, 95, 99])
-        data = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "send_lag_ms")}
+        data = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("latencies_ms", "send_lag_ms", "batches")
+        }
+        if self.batches is not None and self.batches.batches > 0:
+            data.update(
+                batch_size=round(self.batches.items / self.batches.batches, 3),
+                batch_ms=round(self.batches.busy_s * 1000.0 / self.batches.batches, 3),
+            )
         if self.send_lag_ms:
             lag50, lag95 = np.percentile(self.send_lag_ms, [50, 95])
             data.update(
@@ -121,6 +178,9 @@ def merge_results(results: Sequence[LoadResult]) -> LoadResult:
         throughput=sum(r.throughput * r.window_s for r in results) / window,
         latencies_ms=[v for r in results for v in r.latencies_ms],
         send_lag_ms=[v for r in results for v in r.send_lag_ms],
+        batches=sum((r.batches for r in results if r.batches), BatchCounts())
+        if all(r.batches is not None for r in results)
+        else None,
     )
 
 
@@ -304,12 +364,18 @@ async def _run_jobs(jobs: Sequence[ClosedJob | OpenJob]) -> list[LoadResult]:
                     target, ChannelOptions(retry=None, default_timeout_s=30.0)
                 )
             call = _make_call(job.workload, channels[target])
+            url = job.workload.metrics_url
+            # Between jobs nothing is in flight, so a blocking scrape holds nothing up.
+            before = scrape_batches(url, job.workload.service) if url else None
             if isinstance(job, ClosedJob):
-                results.append(await _closed(job, call))
+                result = await _closed(job, call)
             else:
-                results.append(await _open(job, call))
+                result = await _open(job, call)
             # Let the last calls' effects (GC, batcher) settle before the next level.
             await asyncio.sleep(0.2)
+            if url and before is not None:
+                result.batches = scrape_batches(url, job.workload.service) - before
+            results.append(result)
     finally:
         for channel in channels.values():
             await channel.close(None)

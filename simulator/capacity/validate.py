@@ -343,6 +343,12 @@ def predict_rows(
             for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "drops", "errors"):
                 value = summary[key]
                 row[f"{prefix}_{key}"] = round(value, 3) if isinstance(value, float) else value
+            # The batcher side by side (the service's own series; absent for a --target
+            # whose metrics port is unknown): where the model's batches grow larger or
+            # longer than the real ones, its queue is the one that is off.
+            for key in ("batch_size", "batch_ms"):
+                if key in summary:
+                    row[f"{prefix}_{key}"] = summary[key]
         # The measurement's own uncertainty (batch means over the passes): where it is near
         # the p95 bound, a miss says as much about the machine as about the model.
         per_pass = [float(runs[index].summary()["p95_ms"]) for runs in measured_passes]
@@ -380,6 +386,10 @@ COLUMNS = (
     "p95_error_paired",
     "m_p99_ms",
     "p_p99_ms",
+    "m_batch_size",
+    "p_batch_size",
+    "m_batch_ms",
+    "p_batch_ms",
     "m_drops",
     "m_errors",
     "judged",
@@ -404,6 +414,7 @@ def run(args: argparse.Namespace) -> int:
             log_dir=args.log_dir or args.out / "logs",
             config_path=getattr(args, "config", None),
             log=log,
+            metrics=checked["metrics"],
         ) as running:
             calibration, measured, rates, paired = measure(args, checked, generator, running, log)
     return judge(args, checked, calibration, measured, rates, log, paired)

@@ -23,20 +23,26 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     model = synthetic_model(400, 200, rank=16)
     model_dir = root / "model"
     model.save(model_dir)
-    common = ["--metrics-port", "0", "--log-level", "warning", "--data-dir", str(root)]
+    common = ["--log-level", "warning", "--data-dir", str(root)]
+    metrics_port = free_port()
     rec = ServiceProcess(
         "recommendation",
         free_port(),
-        extra_args=[*common, "--model-dir", str(model_dir)],
+        extra_args=[*common, "--model-dir", str(model_dir), "--metrics-port", str(metrics_port)],
         log_path=root / "rec.log",
     )
+    common.extend(["--metrics-port", "0"])
     echo = ServiceProcess("echo", free_port(), extra_args=common, log_path=root / "echo.log")
     rec.start()
     echo.start()
     try:
         rec.wait_serving(120)
         echo.wait_serving(60)
-        yield {"recommendation": rec.target, "echo": echo.target}
+        yield {
+            "recommendation": rec.target,
+            "echo": echo.target,
+            "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+        }
     finally:
         rec.stop()
         echo.stop()
@@ -47,6 +53,7 @@ def test_calibrate_then_validate_against_a_real_service(
 ) -> None:
     targets = [f"--target=recommendation={services['recommendation']}"]
     targets.append(f"--target=echo={services['echo']}")
+    targets.append(f"--metrics=recommendation={services['metrics']}")
     calibration = tmp_path / "cal.json"
     code = main(
         [
@@ -76,6 +83,11 @@ def test_calibrate_then_validate_against_a_real_service(
     recommend = rec["rpcs"]["Recommend"]
     assert recommend["per_item_ms"] > 0
     assert [row["concurrency"] for row in recommend["load_dependence"]] == [1, 4, 8]
+    # The service's own batches per level (--metrics): a lone caller's are of one request,
+    # and none holds more requests than there are callers.
+    ladder = recommend["load_dependence"]
+    assert ladder[0]["batch_size"] == 1.0 and ladder[0]["batch_ms"] > 0
+    assert all(1.0 <= row["batch_size"] <= row["concurrency"] for row in ladder)
     # Services not measured come from the base file, so model mode can read the result.
     loaded = load_calibration(calibration)
     assert {"intent", "dispatch", "telemetry"} <= set(loaded.services)
@@ -116,6 +128,9 @@ def test_calibrate_then_validate_against_a_real_service(
         assert row["m_throughput"] > 0 and row["p_throughput"] > 0
         assert row["m_p95_ms"] > 0 and row["p_p95_ms"] > 0
         assert row["m_errors"] == 0
+        # Real batches beside the model's: at 20-60 calls/s most are of one request.
+        assert 1.0 <= row["m_batch_size"] < 2.0 and 1.0 <= row["p_batch_size"] < 2.0
+        assert row["m_batch_ms"] > 0 and row["p_batch_ms"] > 0
     for key in ("measured_knee_per_s", "predicted_knee_per_s", "knee_ok", "p95_ok", "passed"):
         assert key in result
     assert payload["passed"] == (code == 0)
@@ -138,6 +153,11 @@ def test_calibrate_then_validate_against_a_real_service(
         (["capacity", "calibrate", "--concurrencies", "4"], "--concurrencies"),
         (["capacity", "calibrate", "--workers", "0"], "--workers"),
         (["capacity", "calibrate", "--base", "/nonexistent.json"], "--base"),
+        (["capacity", "calibrate", "--metrics", "intent=localhost:9102"], "--metrics"),
+        (
+            ["capacity", "validate", "--metrics", "intent=http://localhost:9102/metrics"],
+            "--metrics",
+        ),
     ],
 )
 def test_bad_flags_name_the_flag(

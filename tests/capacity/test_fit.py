@@ -139,3 +139,26 @@ def test_exponential_wake_is_recovered_from_medians_where_a_median_shift_is_not(
         assert shift < 0.8 * 1.5
     # No difference in medians, no wake-up.
     assert exponential_wake_ms(without, without.tolist()) == 0.0
+
+
+def test_the_model_counts_its_batches_like_the_service_does() -> None:
+    """``batch_size`` / ``batch_ms`` of a model run: every call in some batch, batches of
+    about one at light load and larger near capacity, each at least the lone batch time."""
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"R": RpcCalibration(mean_ms=2.0, cv=0.0, per_item_ms=1.0)},
+        batching=Batching(max_batch=32, max_wait_ms=0.0),
+    )
+    light = simulate_open(
+        service, "R", rate=20, duration_s=20, warmup_s=0.5, seed=1, max_in_flight=256
+    )
+    busy = simulate_open(
+        service, "R", rate=600, duration_s=20, warmup_s=0.5, seed=1, max_in_flight=256
+    )
+    assert light.batches is not None and busy.batches is not None
+    # The counts cover the whole run (warm-up too), as a scrape before and after a job does.
+    assert light.batches.items >= light.completed
+    low, high = light.summary(), busy.summary()
+    assert 1.0 <= low["batch_size"] < 1.1
+    assert high["batch_size"] > 2.0
+    assert low["batch_ms"] >= 3.0 - 1e-9 and high["batch_ms"] > low["batch_ms"]

@@ -46,3 +46,38 @@ async def test_a_failing_batch_fails_its_callers_only() -> None:
         assert await batcher.submit(["ok"]) == ["ok"]
     finally:
         await batcher.stop()
+
+
+async def test_batch_metrics_count_each_batch_its_size_and_time() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.runtime.metrics import BatchMetrics
+
+    sizes: list[int] = []
+
+    def predict(texts: list[str]) -> list[str]:
+        sizes.append(len(texts))
+        time.sleep(0.02)
+        return texts
+
+    registry = CollectorRegistry()
+    batcher: MicroBatcher[str] = MicroBatcher(
+        predict, max_batch=64, metrics=BatchMetrics.create(registry, "intent")
+    )
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.submit([f"m{i}"]) for i in range(10)))
+    finally:
+        await batcher.stop()
+
+    def sample(name: str) -> float:
+        return registry.get_sample_value(name, {"service": "intent"}) or 0.0
+
+    assert (
+        sample("shoptwin_batch_size_count")
+        == len(sizes)
+        == sample("shoptwin_batch_duration_seconds_count")
+    )
+    assert sample("shoptwin_batch_size_sum") == sum(sizes) == 10
+    # Each batch slept 20 ms in the model: the duration is the model's time, not zero.
+    assert 0.02 * len(sizes) <= sample("shoptwin_batch_duration_seconds_sum") < 5.0

@@ -207,6 +207,10 @@ async def test_metrics_show_where_batches_are_ranked(
         await stub.Recommend(pb.RecommendRequest(user_id=model.user_ids[0], k=5))
         assert sample("shoptwin_recommendation_ranking_process_up") == 1.0
         assert sample("shoptwin_recommendation_ranked_batches_total", where="process") >= 1
+        # The batch series: one batch of one request, with the time it took to rank.
+        assert sample("shoptwin_batch_size_count", service="recommendation") == 1.0
+        assert sample("shoptwin_batch_size_sum", service="recommendation") == 1.0
+        assert sample("shoptwin_batch_duration_seconds_sum", service="recommendation") > 0.0
         ranker = svc.server.app.engine.ranker  # type: ignore[attr-defined]
         assert isinstance(ranker, ProcessRanker) and ranker.pid is not None
         os.kill(ranker.pid, signal.SIGKILL)
