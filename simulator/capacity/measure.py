@@ -114,6 +114,17 @@ def scrape_batches(url: str, service: str, timeout_s: float = 5.0) -> BatchCount
     )
 
 
+def _counts_or_none(url: str | None, service: str) -> BatchCounts | None:
+    """The batch counters, or ``None`` when there is no endpoint or it does not answer (the
+    load measurement goes on without the batch columns)."""
+    if not url:
+        return None
+    try:
+        return scrape_batches(url, service)
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass
 class LoadResult:
     """One measured load level. Latencies (ms) of the calls that arrived in the measured window;
@@ -366,15 +377,16 @@ async def _run_jobs(jobs: Sequence[ClosedJob | OpenJob]) -> list[LoadResult]:
             call = _make_call(job.workload, channels[target])
             url = job.workload.metrics_url
             # Between jobs nothing is in flight, so a blocking scrape holds nothing up.
-            before = scrape_batches(url, job.workload.service) if url else None
+            before = _counts_or_none(url, job.workload.service)
             if isinstance(job, ClosedJob):
                 result = await _closed(job, call)
             else:
                 result = await _open(job, call)
             # Let the last calls' effects (GC, batcher) settle before the next level.
             await asyncio.sleep(0.2)
-            if url and before is not None:
-                result.batches = scrape_batches(url, job.workload.service) - before
+            after = _counts_or_none(url, job.workload.service) if before is not None else None
+            if before is not None and after is not None:
+                result.batches = after - before
             results.append(result)
     finally:
         for channel in channels.values():

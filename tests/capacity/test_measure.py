@@ -38,3 +38,10 @@ def test_batch_size_and_time_are_pooled_over_passes() -> None:
     # One pass without counts (a service whose endpoint is unknown): no batch columns.
     partial = merge_results([_result(BatchCounts(2, 2, 0.006)), _result(None)]).summary()
     assert "batch_size" not in partial and "batch_ms" not in partial
+
+
+def test_an_endpoint_that_does_not_answer_leaves_the_measurement_without_batches() -> None:
+    from simulator.capacity.measure import _counts_or_none
+
+    assert _counts_or_none(None, "intent") is None
+    assert _counts_or_none(f"http://127.0.0.1:{free_port()}/metrics", "intent") is None
