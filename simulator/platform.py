@@ -131,7 +131,9 @@ class Batching:
     #: again). A closed-loop ladder never shows this (its event
     #: loop idles while the batch runs, all callers being in it), open-loop load does: without
     #: it the model put recommendation's knee 10-20 % too high and its p95 25-35 % too low
-    #: at two thirds of the knee.
+    #: at two thirds of the knee. That holds for batch times inferred from the ladder's
+    #: latencies; a calibration that reads the service's own batch times sets it to 0, since
+    #: those times already hold the loop's work for the calls answered during each batch.
     loop_ms: float = 0.0
     #: RPCs that go through the batcher; empty means all of the service's RPCs. The others are
     #: served one by one by ``workers`` plain servers (e.g. RecordFeedback beside a batched

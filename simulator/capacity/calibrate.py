@@ -118,8 +118,8 @@ class Calibrator:
 
     Order: :meth:`start` (echo's baselines, warm-ups), :meth:`measure_pass` ``passes`` times
     (echo's ladder and each service's, one level after another, ``duration_s / passes`` per
-    level), :meth:`measure_light` once after the first pass, :meth:`fit` at any point after
-    that (it uses the passes measured so far)."""
+    level, then the light open-loop runs), :meth:`fit` at any point after that (it uses the
+    passes measured so far)."""
 
     def __init__(
         self,
@@ -143,54 +143,64 @@ class Calibrator:
         self.passes = passes
         self.echo_passes: list[list[Any]] = []
         self.service_passes: dict[str, list[list[Any]]] = {name: [] for name in services}
-        self.light: dict[str, Any] = {}
+        #: Light open-loop runs, one per pass: each service's, and echo's.
+        self.light: dict[str, list[Any]] = {name: [] for name in services}
+        self.echo_open: list[Any] = []
         self.echo_back_to_back: Any = None
-        self.echo_open: Any = None
 
     def start(self) -> None:
         """Warm echo and the channel, then echo at concurrency 1 (back to back: the warm path
-        the closed-loop ladder sees) and open-loop at a light rate (every call finds client
-        and server asleep: the path open-loop traffic sees); warm each service."""
-        from simulator.capacity.measure import ClosedJob, OpenJob
+        the closed-loop ladder sees); warm each service."""
+        from simulator.capacity.measure import ClosedJob
 
         echo = self.running.workloads["echo"]
         self.generator.run([ClosedJob(echo, 4, 0.5, 0.5)])
         self.echo_back_to_back = self.generator.run(
             [ClosedJob(echo, 1, self.duration_s, self.warmup_s)]
         )[0]
-        self.echo_open = self.generator.run(
-            [OpenJob(echo, ECHO_LIGHT_RATE, self.duration_s, warmup_s=self.warmup_s, seed=1)]
-        )[0]
         for name in self.services:
             # Model caches, thread pools, first-call allocations.
             self.generator.run([ClosedJob(self.running.workloads[name], 8, 1.0, 1.0)])
 
     def measure_pass(self) -> None:
-        """One pass over echo's ladder and each service's. Echo's ladder is measured beside
-        the services' because each batch time is the service's mean less echo's at the same
-        concurrency: both halves of that difference should see the same machine."""
-        from simulator.capacity.measure import ClosedJob
+        """One pass over echo's ladder and each service's, then the light open-loop runs.
+        Echo's ladder is measured beside the services' because each batch time is the
+        service's mean less echo's at the same concurrency: both halves of that difference
+        should see the same machine.
+
+        The light runs are echo at ``ECHO_LIGHT_RATE`` (every call finds client and server
+        asleep: the overhead open-loop traffic sees, and its spread) and each service alone at
+        a light rate (the batcher's wake-up and the noise of a call's own time). They are
+        taken a share per pass and pooled like the ladder: taken once, a burst of background
+        load during those seconds became every modelled call's overhead or every idle
+        batch's wake-up (run 14's echo measured a mean of 8.3 ms against 2.4-2.9 ms in the
+        runs around it, and the model's p95 at 10 % of the knee came out twice the measured
+        one)."""
+        from simulator.capacity.measure import ClosedJob, OpenJob
 
         per_pass = self.duration_s / self.passes
+        index = len(self.echo_passes)
         for name in ("echo", *self.services):
             workload = self.running.workloads[name]
             results = self.generator.run(
                 [ClosedJob(workload, c, per_pass, self.warmup_s) for c in self.ladder]
             )
             (self.echo_passes if name == "echo" else self.service_passes[name]).append(results)
-
-    def measure_light(self) -> None:
-        """Each service alone at a light open-loop rate: what the batcher's wake-up costs and
-        the noise of a call's own time."""
-        from simulator.capacity.measure import OpenJob
-
+        echo = self.running.workloads["echo"]
+        self.echo_open.append(
+            self.generator.run(
+                [OpenJob(echo, ECHO_LIGHT_RATE, per_pass, self.warmup_s, seed=1 + 2 * index)]
+            )[0]
+        )
         for name in self.services:
             best = max(r.summary()["throughput"] for r in self._levels(name))
             light_rate = max(LIGHT_FRACTION * best, 5.0)
             workload = self.running.workloads[name]
-            self.light[name] = self.generator.run(
-                [OpenJob(workload, light_rate, 2 * self.duration_s, self.warmup_s, seed=2)]
-            )[0]
+            self.light[name].append(
+                self.generator.run(
+                    [OpenJob(workload, light_rate, 2 * per_pass, self.warmup_s, seed=2 + 2 * index)]
+                )[0]
+            )
 
     def _levels(self, name: str, only_pass: int | None = None) -> list[Any]:
         """The ladder's levels of ``name`` (or echo), the passes so far pooled (or one)."""
@@ -207,31 +217,36 @@ class Calibrator:
         level and the passes are pooled, so a burst of background load spreads over the levels
         instead of bending one of them."""
         self.start()
-        for index in range(self.passes):
+        for _ in range(self.passes):
             self.measure_pass()
-            if index == 0:
-                self.measure_light()
         return self.fit(log)
 
     def fit(
         self, log: Any = print, only_pass: int | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The service entries of the calibration (JSON objects) and the raw measurements,
-        from the passes measured so far (or from pass ``only_pass`` alone; the echo and
-        light-load runs of ``start`` and ``measure_light`` are shared by every pass)."""
+        from the passes measured so far (or from pass ``only_pass`` alone; echo's back-to-back
+        run of ``start`` is shared by every pass)."""
         import numpy as np
 
         from simulator.capacity.fit import (
             capacity_per_s,
             exponential_wake_ms,
             fit_batching,
+            fit_line,
             simulate_closed,
         )
         from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
         from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
         echo_result = self.echo_back_to_back.summary()
-        echo_open = self.echo_open.summary()
+        from simulator.capacity.measure import merge_results
+
+        def pooled(runs: list[Any]) -> Any:
+            return runs[only_pass] if only_pass is not None else merge_results(runs)
+
+        echo_open_run = pooled(self.echo_open)
+        echo_open = echo_open_run.summary()
         warm_overhead_ms = echo_result["mean_ms"]
         overhead_ms = echo_open["mean_ms"]
         log(
@@ -261,7 +276,7 @@ class Calibrator:
         overhead_quantiles = tuple(
             round(float(q), 4)
             for q in np.percentile(
-                self.echo_open.latencies_ms, np.linspace(0, 100, OVERHEAD_QUANTILES)
+                echo_open_run.latencies_ms, np.linspace(0, 100, OVERHEAD_QUANTILES)
             )
         )
         entries: dict[str, Any] = {}
@@ -311,7 +326,7 @@ class Calibrator:
                 warm_overhead_ms,
             )
             table = batch_table(batch_rows, fit.overhead_ms, max_batch)
-            light = self.light[name]
+            light = pooled(self.light[name])
             lone = light.summary()
             t1 = table[0][1]
             # Medians, not means: a burst of background load during these few seconds must
@@ -322,7 +337,7 @@ class Calibrator:
             pairs = np.random.default_rng(0)
             own_ms = np.asarray(results[0].latencies_ms) - echo_result["p50_ms"]
             without_wake = pairs.choice(
-                np.asarray(self.echo_open.latencies_ms), WAKE_SAMPLES
+                np.asarray(echo_open_run.latencies_ms), WAKE_SAMPLES
             ) + pairs.choice(own_ms, WAKE_SAMPLES)
             wake_ms = exponential_wake_ms(without_wake, light.latencies_ms)
             # The noise is drawn on T(n); scale it so a lone call (T(1) + wake) keeps its
@@ -339,15 +354,35 @@ class Calibrator:
                 f"{name}.{rpc} open loop at {light.level:.1f}/s: mean {lone['mean_ms']:.2f} ms, "
                 f"p95 {lone['p95_ms']:.2f} ms -> wake-up {wake_ms:.2f} ms per batch from idle"
             )
+            # With the service's own batch series the batcher's time per batch size is
+            # measured, not inferred: the ladder's level c does not hold batches of c (at 8
+            # and 16 callers both services run two alternating batches of c/2, and the
+            # inferred table makes the model's batcher busier than the real one at every
+            # mid-load rate; docs/capacity.md "Batches"). The rest of a lone call's own time
+            # (preparing the query, building the answer on the event loop) is spent outside
+            # the batcher: it delays the call but does not hold the next one up. The loop's
+            # share per arriving call is then left out: the batch times of two alternating
+            # half batches already hold the loop's work for the other half's calls.
+            served = served_batch_table(rows, max_batch)
+            outside_ms = max(table[0][1] - served[0][1], 0.0) if served else 0.0
+            per_batch_ms, per_item_ms = fit.per_batch_ms, fit.per_item_ms
+            if served:
+                line = fit_line([n for n, _ in served], [t for _, t in served])
+                per_batch_ms, per_item_ms = max(line.intercept, 0.0), max(line.slope, 1e-3)
+                log(
+                    f"{name}.{rpc} batches (the service's own series): "
+                    + ", ".join(f"{n:g} -> {t:.2f} ms" for n, t in served)
+                    + f"; {outside_ms:.2f} ms of a lone call outside the batcher"
+                )
             rpc_cal = RpcCalibration(
                 distribution="lognormal",
-                mean_ms=round(fit.per_batch_ms, 4),
+                mean_ms=round(per_batch_ms, 4),
                 cv=round(min(cv, 3.0), 3),
-                per_item_ms=round(fit.per_item_ms, 4),
-                overhead_ms=round(overhead_ms, 4),
-                overhead_quantiles_ms=overhead_quantiles,
+                per_item_ms=round(per_item_ms, 4),
+                overhead_ms=round(overhead_ms + outside_ms, 4),
+                overhead_quantiles_ms=tuple(round(q + outside_ms, 4) for q in overhead_quantiles),
                 load_dependence=tuple(rows),
-                batch_ms=table,
+                batch_ms=served or table,
             )
             service = ServiceCalibration(
                 workers=self.workers,
@@ -360,13 +395,13 @@ class Calibrator:
                     wake_ms=round(wake_ms, 4),
                     # A wait of random length: a thread woken, the GIL won back.
                     wake="exponential",
-                    loop_ms=round(loop_ms, 4),
+                    loop_ms=0.0 if served else round(loop_ms, 4),
                 ),
             )
             # The model under the closed ladder on the warm path, for the record.
             warm = replace(
                 service,
-                rpcs={rpc: replace(rpc_cal, overhead_ms=fit.overhead_ms)},
+                rpcs={rpc: replace(rpc_cal, overhead_ms=fit.overhead_ms + outside_ms)},
                 batching=replace(service.batching, wake_ms=0.0) if service.batching else None,
             )
             check = [
@@ -381,8 +416,8 @@ class Calibrator:
                 for c in self.ladder
             ]
             log(
-                f"{name}.{rpc}: per batch {fit.per_batch_ms:.3f} ms + {fit.per_item_ms:.3f} ms "
-                f"per request (r2 {fit.r2:.3f}), overhead {overhead_ms:.3f} ms, cv "
+                f"{name}.{rpc}: per batch {per_batch_ms:.3f} ms + {per_item_ms:.3f} ms "
+                f"per request (ladder line r2 {fit.r2:.3f}), overhead {overhead_ms:.3f} ms, cv "
                 f"{rpc_cal.cv}; capacity {capacity_per_s(service, rpc):.0f}/s"
             )
             entries[name] = service
@@ -395,6 +430,11 @@ class Calibrator:
                     "r2": fit.r2,
                     "wake_ms": wake_ms,
                     "light_open_loop": lone,
+                    # Where batch_ms came from: "service" (its own batch series) or "ladder"
+                    # (level c read as batches of c: no metrics endpoint to read).
+                    "batch_source": "service" if served else "ladder",
+                    "ladder_batch_ms": table,
+                    "outside_ms": outside_ms,
                 },
                 "ladder": rows,
                 "model_ladder": [
@@ -403,6 +443,25 @@ class Calibrator:
                 ],
             }
         return entries, raw
+
+
+def served_batch_table(
+    rows: list[dict[str, Any]], max_batch: int
+) -> tuple[tuple[float, float], ...]:
+    """Batch time per batch size from the service's own series: each ladder level's mean
+    batch size and the batcher's mean time per batch (``batch_size``, ``batch_ms``). Sizes
+    above ``max_batch`` are left out, sizes within 0.05 of a smaller level's are one point
+    (the smaller level's), and the table is made non-decreasing (a dip is noise). Empty
+    unless every level has both numbers and at least two sizes differ."""
+    if not rows or any("batch_size" not in r or "batch_ms" not in r for r in rows):
+        return ()
+    points: list[tuple[float, float]] = []
+    for size, measured_ms in sorted((float(r["batch_size"]), float(r["batch_ms"])) for r in rows):
+        if size > max_batch or (points and size - points[-1][0] < 0.05):
+            continue
+        ms = max(measured_ms, points[-1][1]) if points else measured_ms
+        points.append((round(size, 3), round(ms, 4)))
+    return tuple(points) if len(points) >= 2 else ()
 
 
 def batch_table(
@@ -457,12 +516,15 @@ def build_calibration(base: Any, entries: dict[str, Any], provenance: dict[str, 
 
 SOURCE = (
     "shoptwin capacity calibrate: closed-loop ladder through gRPC from a separate generator "
-    "process (batch_ms: mean latency at concurrency n less echo's mean at the same concurrency; "
-    "mean_ms/per_item_ms: line fit of the same), overhead_ms: open-loop echo at 50/s (and its "
-    "quantiles, overhead_quantiles_ms), wake_ms: "
+    "process (batch_ms: the service's own mean batch size and batcher time per batch at each "
+    "level, from its shoptwin_batch_* metrics; without them, mean latency at concurrency n "
+    "less echo's mean at the same concurrency; mean_ms/per_item_ms: line fit of the same), "
+    "overhead_ms: open-loop echo at 50/s (and its quantiles, overhead_quantiles_ms) plus the "
+    "part of a lone call's own time spent outside the batcher, wake_ms: "
     "the mean of an exponential wake-up (wake) that moves the median of open-loop echo plus "
     "a back-to-back lone call to that of a lone call at a light open-loop rate, loop_ms: echo's "
-    "mean per call at the top of its ladder, cv: lognormal "
+    "mean per call at the top of its ladder (0 with the service's batch times, which hold it), "
+    "cv: lognormal "
     "p50..p95 spread; services not in measured_services keep the base file's entries"
 )
 

@@ -458,7 +458,6 @@ def measure(
         log(f"calibration pass 1/{args.passes}")
         calibrator.start()
         calibrator.measure_pass()
-        calibrator.measure_light()
         first_fit = calibrator.fit(lambda _m: None)[0]
     basis = calibration or build_calibration(load_calibration("default"), first_fit, {})
     rates: dict[str, list[float]] = {}

@@ -162,3 +162,25 @@ def test_the_model_counts_its_batches_like_the_service_does() -> None:
     assert 1.0 <= low["batch_size"] < 1.1
     assert high["batch_size"] > 2.0
     assert low["batch_ms"] >= 3.0 - 1e-9 and high["batch_ms"] > low["batch_ms"]
+
+
+def test_the_served_batch_table_takes_the_services_own_batches() -> None:
+    from simulator.capacity.calibrate import served_batch_table
+
+    rows = [
+        {"concurrency": 1, "batch_size": 1.0, "batch_ms": 3.0},
+        {"concurrency": 2, "batch_size": 1.02, "batch_ms": 3.4},  # the same size: one point
+        {"concurrency": 4, "batch_size": 1.97, "batch_ms": 5.1},
+        {"concurrency": 8, "batch_size": 3.9, "batch_ms": 4.9},  # a dip: noise
+        {"concurrency": 16, "batch_size": 7.6, "batch_ms": 13.8},
+        {"concurrency": 64, "batch_size": 40.0, "batch_ms": 60.0},  # past max_batch
+    ]
+    assert served_batch_table(rows, max_batch=32) == (
+        (1.0, 3.0),
+        (1.97, 5.1),
+        (3.9, 5.1),
+        (7.6, 13.8),
+    )
+    # A level without the service's numbers (no metrics endpoint): no table, the ladder's.
+    assert served_batch_table([*rows, {"concurrency": 32}], max_batch=32) == ()
+    assert served_batch_table(rows[:2], max_batch=32) == ()

@@ -134,16 +134,17 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
         args, checked, generator, Running({}, workloads), lambda _m: None
     )
     echo, rec = "echo", "recommendation"
-    calibration_pass = [(echo, "closed")] * 3 + [(rec, "closed")] * 3
+    # Each calibration pass: the two ladders, then echo open-loop at a light rate and the
+    # service alone at a light rate (a share per pass, pooled like the ladder).
+    calibration_pass = [(echo, "closed")] * 3 + [(rec, "closed")] * 3 + [(echo, "open")]
+    calibration_pass.append((rec, "open"))
     validation_pass = [(rec, "open")] * 2
     assert generator.log == [
-        # Warm-up, echo back to back and open-loop at a light rate, the service's warm-up.
+        # Warm-up, echo back to back, the service's warm-up.
         (echo, "closed"),
         (echo, "closed"),
-        (echo, "open"),
         (rec, "closed"),
         *calibration_pass,
-        (rec, "open"),  # the service alone at a light rate
         (rec, "closed"),  # warm-up before the rates
         *validation_pass,
         *calibration_pass,
@@ -153,9 +154,10 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     ]
     assert [len(passes) for passes in measured.values()] == [3]
     assert rates == {rec: [10.0, 20.0]}
-    # Both rates are far below the fake service's knee: each pass measures a third of
-    # --duration at each (after the first calibration pass's open-loop echo and light run).
-    assert generator.open_durations[2:] == pytest.approx([1.0 / 3] * 6)
+    # Per pass: echo's light run a third of --calibration-duration, the service's light run
+    # two thirds; both rates far below the fake service's knee, a third of --duration each.
+    third = 1.0 / 3
+    assert generator.open_durations == pytest.approx([third, 2 * third, third, third] * 3)
     # The fit pools every calibration pass: per call 0.3 ms on the fast machine, 0.9 ms on
     # the slow one, so about 0.7 ms for one fast pass and two slow ones (not the first
     # pass's 0.3 ms).
