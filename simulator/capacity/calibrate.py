@@ -374,6 +374,21 @@ class Calibrator:
                     + ", ".join(f"{n:g} -> {t:.2f} ms" for n, t in served)
                     + f"; {outside_ms:.2f} ms of a lone call outside the batcher"
                 )
+            latency_wake_ms = wake_ms
+            if served and "batch_ms" in lone:
+                # The wake-up the batcher itself pays, from the same series: a light run's
+                # batches are lone calls, most of them starting on an idle batcher, and they
+                # take longer than the ladder's back-to-back lone batch by the wake-up.
+                # The wake-up read from latency medians above also holds the event loop's
+                # own wake-up, outside the batcher; as the batcher's it occupied the batcher
+                # and its exponential tail was the model's (intent's p95 at 10-25 % of the
+                # knee 18-20 % high in run 16).
+                wake_ms = batcher_wake_ms(lone, served, light.level)
+                log(
+                    f"{name}.{rpc} the batcher's own wake-up {wake_ms:.2f} ms per batch from "
+                    f"idle (light run: {lone['batch_ms']:.2f} ms per batch of "
+                    f"{lone['batch_size']:.2f})"
+                )
             rpc_cal = RpcCalibration(
                 distribution="lognormal",
                 mean_ms=round(per_batch_ms, 4),
@@ -429,6 +444,7 @@ class Calibrator:
                     "overhead_ms": overhead_ms,
                     "r2": fit.r2,
                     "wake_ms": wake_ms,
+                    "latency_wake_ms": latency_wake_ms,
                     "light_open_loop": lone,
                     # Where batch_ms came from: "service" (its own batch series) or "ladder"
                     # (level c read as batches of c: no metrics endpoint to read).
@@ -443,6 +459,22 @@ class Calibrator:
                 ],
             }
         return entries, raw
+
+
+def batcher_wake_ms(
+    light: dict[str, Any], served: tuple[tuple[float, float], ...], rate: float
+) -> float:
+    """The batcher's wake-up (ms per batch that starts on an idle batcher) from a light
+    open-loop run's mean batch (``batch_size``, ``batch_ms``) and the served batch table: the
+    light batches' excess over ``T(size)``, divided by the share of batches that start from
+    idle, ``1 - u`` with ``u`` the batcher's busy share at that rate (an arrival finds the
+    batcher as often busy as it is busy, by PASTA)."""
+    from simulator.platform import RpcCalibration
+
+    size, ms = float(light["batch_size"]), float(light["batch_ms"])
+    base = RpcCalibration(batch_ms=served).batch_mean_ms(size)
+    busy = min(rate / max(size, 1.0) * ms / 1000.0, 0.9)
+    return max(ms - base, 0.0) / (1.0 - busy)
 
 
 def served_batch_table(

@@ -184,3 +184,17 @@ def test_the_served_batch_table_takes_the_services_own_batches() -> None:
     # A level without the service's numbers (no metrics endpoint): no table, the ladder's.
     assert served_batch_table([*rows, {"concurrency": 32}], max_batch=32) == ()
     assert served_batch_table(rows[:2], max_batch=32) == ()
+
+
+def test_the_batchers_wake_up_is_the_light_batches_excess_over_idle_share() -> None:
+    from simulator.capacity.calibrate import batcher_wake_ms
+
+    served = ((1.0, 2.0), (2.0, 4.0), (4.0, 8.0))
+    # Light batches of 1.0 taking 3 ms at 50/s: the batcher is busy 15 % of the time, so 85 %
+    # of them start from idle and pay the wake-up: 1 ms / 0.85.
+    light = {"batch_size": 1.0, "batch_ms": 3.0}
+    assert batcher_wake_ms(light, served, 50.0) == pytest.approx(1.0 / 0.85)
+    # Batches a little over one are measured against T at their size (interpolated).
+    light = {"batch_size": 1.5, "batch_ms": 3.0}
+    assert batcher_wake_ms(light, served, 50.0) == 0.0
+    assert batcher_wake_ms({"batch_size": 1.0, "batch_ms": 1.5}, served, 50.0) == 0.0
