@@ -3,10 +3,12 @@ calibration file model mode reads.
 
 For each service: a closed-loop ladder (concurrency 1, 2, 4, ... by default) through the real
 gRPC path from a generator in its own process, the bare echo RPC at concurrency 1 in the same
-run (the overhead outside the queue), a straight-line fit of mean latency against concurrency
-(``fit.fit_batching``: per-batch and per-item time of the take-all batcher) and the noise (cv)
-of a lone call. The ladder is kept in the file (``load_dependence``) for the record. Services
-not measured keep their entries from ``--base`` so the file stays complete for model mode.
+run (the overhead outside the queue), the batch time per batch size and the noise (cv) of a
+lone call. The batch times are the service's own (its ``shoptwin_batch_*`` series read around
+each level: mean batch size and batcher time per batch); without them, a straight-line fit of
+mean latency against concurrency (``fit.fit_batching``, level ``c`` read as batches of ``c``).
+The ladder is kept in the file (``load_dependence``) for the record. Services not measured keep
+their entries from ``--base`` so the file stays complete for model mode.
 """
 
 from __future__ import annotations
@@ -383,7 +385,7 @@ class Calibrator:
                 # own wake-up, outside the batcher; as the batcher's it occupied the batcher
                 # and its exponential tail was the model's (intent's p95 at 10-25 % of the
                 # knee 18-20 % high in run 16).
-                wake_ms = batcher_wake_ms(lone, served, light.level)
+                wake_ms = batcher_wake_ms(lone, served, lone["throughput"])
                 log(
                     f"{name}.{rpc} the batcher's own wake-up {wake_ms:.2f} ms per batch from "
                     f"idle (light run: {lone['batch_ms']:.2f} ms per batch of "
