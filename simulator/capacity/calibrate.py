@@ -20,6 +20,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -479,41 +480,45 @@ def batcher_wake_ms(
     return max(ms - base, 0.0) / (1.0 - busy)
 
 
+def rising_table(
+    points: Iterable[tuple[float, float]], max_batch: int
+) -> tuple[tuple[float, float], ...]:
+    """``(batch size, ms)`` points as a batch table: sorted by size, sizes above
+    ``max_batch`` left out (their batches are capped), a size within 0.05 of a smaller one's
+    merged into it, and non-decreasing (a bigger batch never takes less time; a dip is
+    noise)."""
+    table: list[tuple[float, float]] = []
+    for size, measured_ms in sorted(points):
+        if size > max_batch or (table and size - table[-1][0] < 0.05):
+            continue
+        ms = max(measured_ms, table[-1][1]) if table else measured_ms
+        table.append((round(size, 3), round(ms, 4)))
+    return tuple(table)
+
+
 def served_batch_table(
     rows: list[dict[str, Any]], max_batch: int
 ) -> tuple[tuple[float, float], ...]:
     """Batch time per batch size from the service's own series: each ladder level's mean
-    batch size and the batcher's mean time per batch (``batch_size``, ``batch_ms``). Sizes
-    above ``max_batch`` are left out, sizes within 0.05 of a smaller level's are one point
-    (the smaller level's), and the table is made non-decreasing (a dip is noise). Empty
-    unless every level has both numbers and at least two sizes differ."""
+    batch size and the batcher's mean time per batch (``batch_size``, ``batch_ms``), as a
+    ``rising_table``. Empty unless every level has both numbers and at least two sizes
+    differ."""
     if not rows or any("batch_size" not in r or "batch_ms" not in r for r in rows):
         return ()
-    points: list[tuple[float, float]] = []
-    for size, measured_ms in sorted((float(r["batch_size"]), float(r["batch_ms"])) for r in rows):
-        if size > max_batch or (points and size - points[-1][0] < 0.05):
-            continue
-        ms = max(measured_ms, points[-1][1]) if points else measured_ms
-        points.append((round(size, 3), round(ms, 4)))
-    return tuple(points) if len(points) >= 2 else ()
+    table = rising_table(((float(r["batch_size"]), float(r["batch_ms"])) for r in rows), max_batch)
+    return table if len(table) >= 2 else ()
 
 
 def batch_table(
     rows: list[dict[str, Any]], overhead_ms: float, max_batch: int
 ) -> tuple[tuple[float, float], ...]:
     """Batch time per batch size from the closed-loop ladder: at concurrency ``c`` a take-all
-    batcher serves batches of about ``c``, so ``T(c) = mean latency(c) - overhead``. Levels
-    above ``max_batch`` are left out (their batches are capped); the table is made
-    non-decreasing (a bigger batch never takes less time; a dip is noise)."""
-    points: list[tuple[float, float]] = []
-    for row in rows:
-        if row["concurrency"] > max_batch:
-            continue
-        ms = max(row["mean_ms"] - overhead_ms, 0.01)
-        if points:
-            ms = max(ms, points[-1][1])
-        points.append((float(row["concurrency"]), round(ms, 4)))
-    return tuple(points)
+    batcher serves batches of about ``c``, so ``T(c) = mean latency(c) - overhead``, as a
+    ``rising_table``."""
+    return rising_table(
+        ((float(r["concurrency"]), max(r["mean_ms"] - overhead_ms, 0.01)) for r in rows),
+        max_batch,
+    )
 
 
 def lognormal_cv(own_ms: Any) -> float:
