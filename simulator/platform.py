@@ -28,6 +28,8 @@ from simpy.events import NORMAL
 DISTRIBUTIONS = ("exponential", "deterministic", "lognormal")
 VARIABILITY = ("fixed", "proportional", "averaged")
 WAKE = ("constant", "exponential")
+#: How the event loop's time per call (``Batching.loop_ms``) is modelled.
+LOOP = ("extends", "queue")
 #: Keys of a calibration's ladder rows; ``batch_size`` and ``batch_ms`` (the service's own mean
 #: batch size and batch time at that concurrency) only where its metrics were read.
 LOAD_DEPENDENCE_KEYS = (
@@ -132,9 +134,20 @@ class Batching:
     #: loop idles while the batch runs, all callers being in it), open-loop load does: without
     #: it the model put recommendation's knee 10-20 % too high and its p95 25-35 % too low
     #: at two thirds of the knee. That holds for batch times inferred from the ladder's
-    #: latencies; a calibration that reads the service's own batch times sets it to 0, since
-    #: those times already hold the loop's work for the calls answered during each batch.
+    #: latencies (``loop: extends``).
     loop_ms: float = 0.0
+    #: How ``loop_ms`` is spent: ``extends`` (files without the key: calls arriving during a
+    #: batch lengthen it, as above) or ``queue``: each worker's event loop is a server of its
+    #: own, first come first served, that every batched call passes on its way in (half of
+    #: ``loop_ms``) and on its way out (the other half). That half is part of the call's
+    #: overhead, not added to it: at light load a call finds the loop idle and takes exactly
+    #: as long as without it; under load calls wait for the loop, and they reach the batcher
+    #: in the bunches the loop releases them in. The batcher is a coroutine on the same loop:
+    #: woken from a wait (for a call, or for its batch to grow) it starts the batch after the
+    #: calls already waiting for the loop. A calibration from the service's own batch times
+    #: uses it (those times already hold the loop's competition for the cores, but not the
+    #: calls' wait for the loop: docs/capacity.md "Calibrate").
+    loop: str = "extends"
     #: RPCs that go through the batcher; empty means all of the service's RPCs. The others are
     #: served one by one by ``workers`` plain servers (e.g. RecordFeedback beside a batched
     #: Recommend).
@@ -314,6 +327,8 @@ def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
                 batching["wake"] = svc.batching.wake
             if svc.batching.loop_ms:
                 batching["loop_ms"] = svc.batching.loop_ms
+            if svc.batching.loop != "extends":
+                batching["loop"] = svc.batching.loop
             if svc.batching.rpcs:
                 batching["rpcs"] = list(svc.batching.rpcs)
         services[name] = {"workers": svc.workers, "batching": batching, "rpcs": rpcs}
@@ -369,6 +384,9 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
             wake = b.get("wake", "constant")
             if wake not in WAKE:
                 raise CalibrationError(f"{key}.batching.wake: one of {', '.join(WAKE)}")
+            loop = b.get("loop", "extends")
+            if loop not in LOOP:
+                raise CalibrationError(f"{key}.batching.loop: one of {', '.join(LOOP)}")
             batching = Batching(
                 max_batch=int(_number(b.get("max_batch", 32), f"{key}.batching.max_batch", 1)),
                 max_wait_ms=_number(b.get("max_wait_ms", 0.0), f"{key}.batching.max_wait_ms"),
@@ -379,6 +397,7 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 wake_ms=_number(b.get("wake_ms", 0.0), f"{key}.batching.wake_ms"),
                 wake=wake,
                 loop_ms=_number(b.get("loop_ms", 0.0), f"{key}.batching.loop_ms"),
+                loop=loop,
                 rpcs=_rpc_names(b.get("rpcs", []), f"{key}.batching.rpcs", rpcs),
             )
         services[name] = ServiceCalibration(workers, rpcs, batching)
@@ -594,7 +613,7 @@ class Route:
     reads these for every call): its samplers, whether it goes through the batcher, its
     record."""
 
-    __slots__ = ("batched", "name", "overhead", "sampler", "station", "stats")
+    __slots__ = ("batched", "loop_half_s", "name", "overhead", "sampler", "station", "stats")
 
     def __init__(self, station: Station, name: str) -> None:
         self.station = station
@@ -605,6 +624,9 @@ class Route:
         self.overhead: OverheadSampler | None = overhead if overhead.active else None
         batching = station.calibration.batching
         self.batched = batching is not None and (not batching.rpcs or name in batching.rpcs)
+        #: Half a call's event-loop time (s) when the station's loops are servers of their
+        #: own (``Batching.loop == "queue"``; batched RPCs only), else 0.
+        self.loop_half_s = station._loop_half_s if self.batched else 0.0
         self.stats = station.stats[name]
 
 
@@ -652,10 +674,33 @@ class Station:
         self._wanted = 0
         #: Calls that have reached the service (for the event-loop share, ``loop_ms``).
         self._arrivals = 0
+        #: ``Batching.loop == "queue"``: half a call's event-loop time (s), and when each
+        #: worker's loop is next free (it serves the calls first come, first served).
+        self._loop_half_s = 0.0
+        self._loop_free: list[float] = []
+        batching = calibration.batching
+        if batching is not None and batching.loop == "queue" and batching.loop_ms > 0:
+            self._loop_half_s = batching.loop_ms / 2000.0
+            self._loop_free = [0.0] * calibration.workers
         self.routes = {rpc: Route(self, rpc) for rpc in calibration.rpcs}
         if self._batching is not None:
-            for _ in range(calibration.workers):
-                _BatchWorker(self, self._batching, rng).next_batch()
+            for loop in range(calibration.workers):
+                _BatchWorker(self, self._batching, rng, loop).next_batch()
+
+    def _loop_pass(self, now: float) -> float:
+        """When the loop half of a call that reaches the event loops now ends: on the loop
+        that is free first (the kernel spreads connections over the workers' sockets), after
+        the calls already waiting for it."""
+        free = self._loop_free
+        index = free.index(min(free)) if len(free) > 1 else 0
+        end = max(now, free[index]) + self._loop_half_s
+        free[index] = end
+        return end
+
+    def _loop_backlog(self, loop: int) -> float:
+        """How long worker ``loop``'s event loop is busy with the calls that reached it
+        before now (0 when idle)."""
+        return max(self._loop_free[loop] - self.env._now, 0.0)
 
     def _account(self, start: float, service: float, wait: float) -> None:
         window = int(start // self.window_s)
@@ -734,6 +779,12 @@ class Request(Rearmed):
             # keeps it empty and comes from ``sample``).
             buffer = sampler._buffer
             self.overhead = overhead = buffer.pop() if buffer else sampler.sample()
+            if route.loop_half_s:
+                # The loop's share of the overhead is spent on the loop (``to_loop``, and
+                # ``finish`` on the way out); the rest half before it, half after.
+                self.overhead = overhead = max(overhead - 2 * route.loop_half_s, 0.0)
+                self.after(overhead / 2, Request.to_loop)
+                return
             if overhead > 0:
                 # Client and gRPC time outside the queue: half on the way in, half on the
                 # way out. ``self.after(overhead / 2, Request.enter)`` inline (every batched
@@ -774,7 +825,16 @@ class Request(Rearmed):
                 else:
                     station._waiting.append(self)
                 return
+            if route.loop_half_s:
+                self.to_loop()
+                return
         self.enter()
+
+    def to_loop(self) -> None:
+        """Reach the service's event loop (``Batching.loop == "queue"``): wait for it, spend
+        the inbound half of the call's loop time, then ``enter``."""
+        now = self.env._now
+        self.after(self.route.station._loop_pass(now) - now, _ENTER)
 
     def enter(self) -> None:
         """Reach the service (after the inbound overhead): join the batcher's queue, take a
@@ -832,8 +892,13 @@ class Request(Rearmed):
             self.left(self.env._now - self.arrived)
 
     def finish(self) -> None:
-        """Leave the service: the outbound overhead, then ``left``."""
+        """Leave the service: the outbound overhead (the event loop's half first, when the
+        loop is a server of its own), then ``left``."""
         overhead = self.overhead
+        if self.route.loop_half_s:
+            now = self.env._now
+            self.after(self.route.station._loop_pass(now) - now + overhead / 2, self._on_leave)
+            return
         if overhead > 0:
             # ``self.after(overhead / 2, self._on_leave)`` inline: the end of every batched
             # call (~2 M a day); the event has just fired.
@@ -878,10 +943,12 @@ class _BatchWorker(Rearmed):
     __slots__ = (
         "batch",
         "grow",
+        "loop",
         "loop_s",
         "max_batch",
         "max_wait_s",
         "previous",
+        "resumed",
         "rng",
         "seen",
         "service",
@@ -897,9 +964,16 @@ class _BatchWorker(Rearmed):
     #: Exponential wake-ups drawn per numpy call.
     WAKE_BLOCK = 1024
 
-    def __init__(self, station: Station, batching: Batching, rng: np.random.Generator) -> None:
+    def __init__(
+        self, station: Station, batching: Batching, rng: np.random.Generator, loop: int = 0
+    ) -> None:
         super().__init__(station.env)
         self.station = station
+        #: The worker process's event loop (``Station._loop_free``) in queue mode.
+        self.loop = loop
+        #: Back from a wait (for a request, or for the batch to grow): in queue mode the
+        #: batch starts after the calls already waiting for the event loop.
+        self.resumed = False
         self.max_batch = batching.max_batch
         self.max_wait_s = batching.max_wait_ms / 1000.0
         self.variability = batching.variability
@@ -907,7 +981,8 @@ class _BatchWorker(Rearmed):
         self.rng = rng
         #: Drawn exponential wake-ups (s), used from the end; ``None``: the constant one.
         self.wakes: list[float] | None = [] if batching.wake == "exponential" else None
-        self.loop_s = batching.loop_ms / 1000.0
+        # Queue mode spends the loop's time outside the batch (``Request.to_loop``).
+        self.loop_s = batching.loop_ms / 1000.0 if batching.loop == "extends" else 0.0
         self.grow = batching.grow_to_previous
         #: Size of the last batch (what ``grow`` waits for).
         self.previous = 1
@@ -977,6 +1052,7 @@ class _BatchWorker(Rearmed):
         self._waited()
 
     def _waited(self) -> None:
+        self.resumed = True
         if self.station._queue:
             self._start()
         else:
@@ -1010,6 +1086,14 @@ class _BatchWorker(Rearmed):
         if self.woken:
             service += self.wake_s if self.wakes is None else self._draw_wake()
             self.woken = False
+            self.resumed = True
+        if self.resumed:
+            self.resumed = False
+            if station._loop_half_s:
+                # The batcher is a coroutine on the event loop: woken, it runs after the calls
+                # already waiting for the loop. (Right after a batch it goes on without a
+                # wait: the measured batch times hold that resumption.)
+                service += station._loop_backlog(self.loop)
         self.batch = batch
         self.previous = len(batch)
         self.service = service

@@ -5,8 +5,11 @@ For each service: a closed-loop ladder (concurrency 1, 2, 4, ... by default) thr
 gRPC path from a generator in its own process, the bare echo RPC at concurrency 1 in the same
 run (the overhead outside the queue), the batch time per batch size and the noise (cv) of a
 lone call. The batch times are the service's own (its ``shoptwin_batch_*`` series read around
-each level: mean batch size and batcher time per batch); without them, a straight-line fit of
-mean latency against concurrency (``fit.fit_batching``, level ``c`` read as batches of ``c``).
+each level: mean batch size and batcher time per batch), and in the range of batch sizes that
+open-loop load at ``OPEN_FRACTIONS`` of the ladder's best throughput produces, the batches of
+those runs (the same batch takes longer under open-loop load than in the closed ladder);
+without the series, a straight-line fit of mean latency against concurrency
+(``fit.fit_batching``, level ``c`` read as batches of ``c``).
 The ladder is kept in the file (``load_dependence``) for the record. Services not measured keep
 their entries from ``--base`` so the file stays complete for model mode.
 """
@@ -34,6 +37,10 @@ ECHO_LIGHT_RATE = 50.0
 #: Light open-loop load for the lone-call measurement, as a fraction of the ladder's best
 #: throughput.
 LIGHT_FRACTION = 0.1
+#: Open-loop rates, as fractions of the ladder's best throughput, at which the batcher's time
+#: per batch is read under open-loop load: the closed ladder's batches run faster than the
+#: same batches do under open-loop load at the same size (docs/capacity.md "Open-load batches").
+OPEN_FRACTIONS = (0.4, 0.6, 0.8)
 #: Random pairs of (open-loop echo, back-to-back lone call) that stand for a lone call at
 #: light load without the wake-up, when the wake-up's mean is worked out.
 WAKE_SAMPLES = 20_000
@@ -148,6 +155,9 @@ class Calibrator:
         self.service_passes: dict[str, list[list[Any]]] = {name: [] for name in services}
         #: Light open-loop runs, one per pass: each service's, and echo's.
         self.light: dict[str, list[Any]] = {name: [] for name in services}
+        #: Each service's open-loop runs at ``OPEN_FRACTIONS`` of its ladder's best, one list
+        #: per pass.
+        self.open_load: dict[str, list[list[Any]]] = {name: [] for name in services}
         self.echo_open: list[Any] = []
         self.echo_back_to_back: Any = None
 
@@ -166,7 +176,8 @@ class Calibrator:
             self.generator.run([ClosedJob(self.running.workloads[name], 8, 1.0, 1.0)])
 
     def measure_pass(self) -> None:
-        """One pass over echo's ladder and each service's, then the light open-loop runs.
+        """One pass over echo's ladder and each service's, then the open-loop runs (light,
+        and each service's at ``OPEN_FRACTIONS`` of its ladder's best throughput).
         Echo's ladder is measured beside the services' because each batch time is the
         service's mean less echo's at the same concurrency: both halves of that difference
         should see the same machine.
@@ -203,6 +214,14 @@ class Calibrator:
                 self.generator.run(
                     [OpenJob(workload, light_rate, 2 * per_pass, self.warmup_s, seed=2 + 2 * index)]
                 )[0]
+            )
+            self.open_load[name].append(
+                self.generator.run(
+                    [
+                        OpenJob(workload, f * best, per_pass, self.warmup_s, seed=3 + 2 * index)
+                        for f in OPEN_FRACTIONS
+                    ]
+                )
             )
 
     def _levels(self, name: str, only_pass: int | None = None) -> list[Any]:
@@ -363,20 +382,11 @@ class Calibrator:
             # inferred table makes the model's batcher busier than the real one at every
             # mid-load rate; docs/capacity.md "Batches"). The rest of a lone call's own time
             # (preparing the query, building the answer on the event loop) is spent outside
-            # the batcher: it delays the call but does not hold the next one up. The loop's
-            # share per arriving call is then left out: the batch times of two alternating
-            # half batches already hold the loop's work for the other half's calls.
+            # the batcher: it delays the call but does not hold the next one up. The batch
+            # times hold the loop's competition for the cores, so the loop does not lengthen
+            # the model's batches; it is a queue of its own that the calls pass (below).
             served = served_batch_table(rows, max_batch)
             outside_ms = max(table[0][1] - served[0][1], 0.0) if served else 0.0
-            per_batch_ms, per_item_ms = fit.per_batch_ms, fit.per_item_ms
-            if served:
-                line = fit_line([n for n, _ in served], [t for _, t in served])
-                per_batch_ms, per_item_ms = max(line.intercept, 0.0), max(line.slope, 1e-3)
-                log(
-                    f"{name}.{rpc} batches (the service's own series): "
-                    + ", ".join(f"{n:g} -> {t:.2f} ms" for n, t in served)
-                    + f"; {outside_ms:.2f} ms of a lone call outside the batcher"
-                )
             latency_wake_ms = wake_ms
             if served and "batch_ms" in lone:
                 # The wake-up the batcher itself pays, from the same series: a light run's
@@ -391,6 +401,30 @@ class Calibrator:
                     f"{name}.{rpc} the batcher's own wake-up {wake_ms:.2f} ms per batch from "
                     f"idle (light run: {lone['batch_ms']:.2f} ms per batch of "
                     f"{lone['batch_size']:.2f})"
+                )
+            # The batches under open-loop load: the same batch takes longer there than in the
+            # closed ladder (recommendation's batches of 3-4 by 8-10 %: the event loop and the
+            # generator are busy during the whole batch, not only between the half batches),
+            # and the model's batch sizes near the knee are that difference amplified.
+            passes_open = self.open_load[name]
+            open_rows = [
+                pooled([run[i] for run in passes_open]).summary()
+                for i in range(len(OPEN_FRACTIONS) if passes_open else 0)
+            ]
+            open_points = open_batch_points(open_rows, wake_ms) if served else []
+            ladder_served = served
+            if open_points:
+                served = with_open_load(served, open_points, max_batch)
+            per_batch_ms, per_item_ms = fit.per_batch_ms, fit.per_item_ms
+            if served:
+                line = fit_line([n for n, _ in served], [t for _, t in served])
+                per_batch_ms, per_item_ms = max(line.intercept, 0.0), max(line.slope, 1e-3)
+                log(
+                    f"{name}.{rpc} batches (the service's own series"
+                    + (", under open-loop load where measured" if open_points else "")
+                    + "): "
+                    + ", ".join(f"{n:g} -> {t:.2f} ms" for n, t in served)
+                    + f"; {outside_ms:.2f} ms of a lone call outside the batcher"
                 )
             rpc_cal = RpcCalibration(
                 distribution="lognormal",
@@ -413,7 +447,13 @@ class Calibrator:
                     wake_ms=round(wake_ms, 4),
                     # A wait of random length: a thread woken, the GIL won back.
                     wake="exponential",
-                    loop_ms=0.0 if served else round(loop_ms, 4),
+                    # With the service's own batch times the loop is a server of its own
+                    # that each call passes in and out: the gRPC work echo measures per call,
+                    # and the call's own work outside the batcher (preparing the query,
+                    # building the answer). Without them, the ladder's batch times lack the
+                    # loop's competition, which lengthens each batch instead.
+                    loop_ms=round(loop_ms + outside_ms, 4) if served else round(loop_ms, 4),
+                    loop="queue" if served else "extends",
                 ),
             )
             # The model under the closed ladder on the warm path, for the record.
@@ -454,6 +494,11 @@ class Calibrator:
                     "batch_source": "service" if served else "ladder",
                     "ladder_batch_ms": table,
                     "outside_ms": outside_ms,
+                    # The closed ladder's own batch table, and the open-loop runs that
+                    # replaced it in their range of sizes (``with_open_load``).
+                    "closed_batch_ms": ladder_served,
+                    "open_load": open_rows,
+                    "open_batch_ms": open_points,
                 },
                 "ladder": rows,
                 "model_ladder": [
@@ -472,12 +517,53 @@ def batcher_wake_ms(
     light batches' excess over ``T(size)``, divided by the share of batches that start from
     idle, ``1 - u`` with ``u`` the batcher's busy share at that rate (an arrival finds the
     batcher as often busy as it is busy, by PASTA)."""
-    from simulator.platform import RpcCalibration
-
     size, ms = float(light["batch_size"]), float(light["batch_ms"])
-    base = RpcCalibration(batch_ms=served).batch_mean_ms(size)
+    base = table_ms(served, size)
     busy = min(rate / max(size, 1.0) * ms / 1000.0, 0.9)
     return max(ms - base, 0.0) / (1.0 - busy)
+
+
+def open_batch_points(open_rows: list[dict[str, Any]], wake_ms: float) -> list[tuple[float, float]]:
+    """``(batch size, ms)`` of the open-loop runs from the service's own series, less the
+    wake-ups their batches paid: the model adds its wake-up to each batch that starts on an
+    idle batcher, a share ``1 - u`` of them (``u`` the batcher's busy share, as in
+    ``batcher_wake_ms``). Empty unless every run has both numbers."""
+    points: list[tuple[float, float]] = []
+    for row in open_rows:
+        if "batch_size" not in row or "batch_ms" not in row or row["throughput"] <= 0:
+            return []
+        size, ms = float(row["batch_size"]), float(row["batch_ms"])
+        busy = min(row["throughput"] / max(size, 1.0) * ms / 1000.0, 0.9)
+        points.append((size, max(ms - wake_ms * (1.0 - busy), 0.01)))
+    return points
+
+
+def with_open_load(
+    served: tuple[tuple[float, float], ...],
+    open_points: list[tuple[float, float]],
+    max_batch: int,
+) -> tuple[tuple[float, float], ...]:
+    """The closed ladder's batch table with the open-loop points in their range of sizes:
+    ladder points below the smallest open size stay (the lone batch, back to back), those
+    within the range give way to the open points, and those above it are scaled by the ratio
+    of the largest open point to the ladder's time at the same size (the validate runs past
+    the knee show recommendation's batches of 20-45 calls 5-7 % slower than the ladder's,
+    about what its open points show at 3-7)."""
+    low = min(n for n, _ in open_points)
+    top_n, top_ms = max(open_points)
+    ladder_ms = table_ms(served, top_n)
+    ratio = top_ms / ladder_ms if ladder_ms > 0 else 1.0
+    points = [(n, t) for n, t in served if n < low]
+    points += open_points
+    points += [(n, t * ratio) for n, t in served if n > top_n]
+    return rising_table(points, max_batch)
+
+
+def table_ms(table: tuple[tuple[float, float], ...], size: float) -> float:
+    """``T(size)`` of a batch table as model mode reads it (interpolated, extrapolated)."""
+    from simulator.platform import RpcCalibration
+
+    return RpcCalibration(batch_ms=table).batch_mean_ms(size)
 
 
 def rising_table(
@@ -556,11 +642,16 @@ def build_calibration(base: Any, entries: dict[str, Any], provenance: dict[str, 
 SOURCE = (
     "shoptwin capacity calibrate: closed-loop ladder through gRPC from a separate generator "
     "process (batch_ms: the service's own mean batch size and batcher time per batch at each "
-    "level, from its shoptwin_batch_* metrics; without them, mean latency at concurrency n "
+    "level, from its shoptwin_batch_* metrics, replaced in their range of sizes by open-loop "
+    f"runs at {'/'.join(f'{f:g}' for f in OPEN_FRACTIONS)} of the ladder's best throughput "
+    "(less the wake-ups their idle "
+    "batches paid) and scaled above it; without the metrics, mean latency at concurrency n "
     "less echo's mean at the same concurrency; mean_ms/per_item_ms: line fit of the same), "
     "overhead_ms: open-loop echo at 50/s (and its quantiles, overhead_quantiles_ms) plus the "
-    "part of a lone call's own time spent outside the batcher, wake_ms: "
-    "the mean of an exponential wake-up (wake) that moves the median of open-loop echo plus "
+    "part of a lone call's own time spent outside the batcher, wake_ms: the mean of an "
+    "exponential wake-up (wake): the batcher's own (a light open-loop run's batch time over "
+    "batch_ms, per batch that starts from idle); without the metrics, the one that moves the "
+    "median of open-loop echo plus "
     "a back-to-back lone call to that of a lone call at a light open-loop rate, loop_ms: echo's "
     "mean per call at the top of its ladder (0 with the service's batch times, which hold it), "
     "cv: lognormal "

@@ -125,9 +125,13 @@ def capacity_per_s(service: ServiceCalibration, rpc: str) -> float:
     # The best batch size up to max_batch (a measured table may bend either way).
     best = max(n / max(r.batch_mean_ms(n), 1e-9) for n in range(1, service.batching.max_batch + 1))
     per_worker = best * 1000.0
+    loop_ms = service.batching.loop_ms
+    if service.batching.loop == "queue":
+        # The event loop is a server of its own: the slower of the two sets the pace.
+        return service.workers * min(per_worker, 1000.0 / loop_ms if loop_ms > 0 else math.inf)
     # Each call's event-loop time lengthens the batches (Batching.loop_ms): at throughput x
     # the batcher runs at 1 - x·loop of its speed, so x = c0 (1 - x·loop) per worker.
-    per_worker /= 1.0 + per_worker * service.batching.loop_ms / 1000.0
+    per_worker /= 1.0 + per_worker * loop_ms / 1000.0
     return service.workers * per_worker
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -198,3 +199,43 @@ def test_the_batchers_wake_up_is_the_light_batches_excess_over_idle_share() -> N
     light = {"batch_size": 1.5, "batch_ms": 3.0}
     assert batcher_wake_ms(light, served, 50.0) == 0.0
     assert batcher_wake_ms({"batch_size": 1.0, "batch_ms": 1.5}, served, 50.0) == 0.0
+
+
+def test_open_load_batches_lose_the_wake_ups_the_model_adds() -> None:
+    from simulator.capacity.calibrate import open_batch_points
+
+    rows = [
+        # 100 batches/s of 2 taking 5 ms: busy 50 %, so half of them paid the 1 ms wake-up.
+        {"throughput": 200.0, "batch_size": 2.0, "batch_ms": 5.0},
+        # Busy past 90 %: counted as 90 %.
+        {"throughput": 500.0, "batch_size": 4.0, "batch_ms": 8.0},
+    ]
+    assert open_batch_points(rows, wake_ms=1.0) == [
+        pytest.approx((2.0, 4.5)),
+        pytest.approx((4.0, 7.9)),
+    ]
+    # A run without the service's numbers (no metrics endpoint, or nothing served): none.
+    assert open_batch_points([*rows, {"throughput": 100.0}], wake_ms=1.0) == []
+    assert open_batch_points([{**rows[0], "throughput": 0.0}], wake_ms=1.0) == []
+
+
+def test_open_load_points_replace_the_ladders_in_their_range_and_scale_above_it() -> None:
+    from simulator.capacity.calibrate import with_open_load
+
+    ladder = ((1.0, 2.0), (2.0, 4.0), (4.0, 7.0), (8.0, 12.0), (16.0, 20.0))
+    # Open-loop batches of 3 and 6; the ladder's T(6) is 9.5 ms, the open one 10.45: 1.1.
+    table = with_open_load(ladder, [(3.0, 6.0), (6.0, 10.45)], max_batch=32)
+    assert table == (
+        (1.0, 2.0),
+        (2.0, 4.0),
+        (3.0, 6.0),
+        (6.0, 10.45),
+        (8.0, pytest.approx(13.2)),
+        (16.0, pytest.approx(22.0)),
+    )
+    # Open batches faster than the ladder's: the points above shrink alike, the table rises.
+    table = with_open_load(ladder, [(1.5, 2.5), (3.0, 5.0)], max_batch=32)
+    assert table[:3] == ((1.0, 2.0), (1.5, 2.5), (3.0, 5.0))
+    assert [n for n, _ in table] == [1.0, 1.5, 3.0, 4.0, 8.0, 16.0]
+    assert table[3][1] == pytest.approx(7.0 * 5.0 / 5.5, abs=1e-3)
+    assert all(b[1] >= a[1] for a, b in itertools.pairwise(table))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import simpy
 
+from simulator.capacity.fit import capacity_per_s
 from simulator.model_mode import scheduled_events
 from simulator.platform import (
     MAX_LOOP_EXTENSIONS,
@@ -194,6 +195,32 @@ def test_the_event_loop_share_is_split_across_workers_and_capped() -> None:
     assert finished == [511.0]
 
 
+def test_in_queue_mode_the_event_loop_is_a_server_the_calls_pass_in_and_out() -> None:
+    """T(n) = 10 ms flat, overhead 4 ms of which the loop's 2 ms (1 ms in, 1 ms out) and the
+    rest 1 ms before the loop and 1 ms after it. Three calls at t=0 reach the loop at 1 ms
+    and pass it one after another (1..2, 2..3, 3..4 ms). The first wakes the batcher at
+    2 ms; the batcher is a coroutine on the same loop and runs after the two calls already
+    there, so its batch of one runs 4..14 ms. The other two share the next batch at once
+    (14..24 ms); calls arriving during a batch do not lengthen it. On the way out the loop
+    serves them in turn: 14..15 (out at 16), 24..25 (out at 26), 25..26 (out at 27). A lone
+    call takes the overhead plus its batch, 14 ms, exactly as without the loop."""
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 10.0, 0.0, 0.0, overhead_ms=4.0)},
+        batching=Batching(max_batch=8, max_wait_ms=0.0, loop_ms=2.0, loop="queue"),
+    )
+    done, station = _finish_times(service, [0.0, 0.0, 0.0])
+    assert done == [16.0, 26.0, 27.0]
+    assert station.batches == 2
+    alone, _ = _finish_times(service, [0.0])
+    without_loop = replace(service, batching=Batching(max_batch=8, max_wait_ms=0.0))
+    assert alone == _finish_times(without_loop, [0.0])[0] == [14.0]
+    # The loop is the slower server here (500 calls/s against the batcher's 800): it sets
+    # the capacity, one loop per worker.
+    assert capacity_per_s(service, "call") == pytest.approx(500.0)
+    assert capacity_per_s(replace(service, workers=2), "call") == pytest.approx(1000.0)
+
+
 def test_rpcs_outside_the_batcher_are_served_one_by_one() -> None:
     """Batched: 'rank' (T(n) = 10 ms flat). 'write' (2 ms) is not batched: a write at t=0
     beside a rank at t=0 finishes at 2 ms, not after the 10 ms batch."""
@@ -323,6 +350,7 @@ def _measured() -> dict[str, Any]:
                     "wake_ms": 1.5,
                     "wake": "exponential",
                     "loop_ms": 0.25,
+                    "loop": "queue",
                     "grow_to_previous": True,
                 },
                 "rpcs": {
@@ -350,7 +378,7 @@ def test_json_round_trip_keeps_every_field() -> None:
     assert again == calibration
     rec = again.services["recommendation"]
     assert rec.batching is not None and rec.batching.variability == "averaged"
-    assert rec.batching.loop_ms == 0.25
+    assert rec.batching.loop_ms == 0.25 and rec.batching.loop == "queue"
     assert rec.batching.wake == "exponential"
     assert rec.batching.grow_to_previous
     assert rec.rpcs["Recommend"].overhead_ms == 0.9
@@ -367,6 +395,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
     del old["services"]["recommendation"]["batching"]["wake_ms"]
     del old["services"]["recommendation"]["batching"]["wake"]
     del old["services"]["recommendation"]["batching"]["loop_ms"]
+    del old["services"]["recommendation"]["batching"]["loop"]
     del old["services"]["recommendation"]["batching"]["grow_to_previous"]
     parsed = parse_calibration(old)
     assert parsed.services["recommendation"].rpcs["Recommend"].overhead_ms == 0.0
@@ -382,6 +411,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
         (("batching", "wake_ms"), "slow", "batching.wake_ms: expected a number"),
         (("batching", "wake"), "gamma", "batching.wake: one of constant, exponential"),
         (("batching", "loop_ms"), -0.5, "batching.loop_ms: must be"),
+        (("batching", "loop"), "thread", "batching.loop: one of extends, queue"),
         (("batching", "grow_to_previous"), "yes", "batching.grow_to_previous: expected true"),
         (("batching", "rpcs"), ["Nope"], "batching.rpcs: unknown RPC 'Nope'"),
         (("rpcs", "Recommend", "batch_ms"), [[1, 2.0], [1, 3.0]], "batch_ms[1][0]: items must"),

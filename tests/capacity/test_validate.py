@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simulator.capacity import validate
+from simulator.capacity.calibrate import OPEN_FRACTIONS
 from simulator.capacity.harness import Running
 from simulator.capacity.measure import (
     ClosedJob,
@@ -108,8 +109,8 @@ class _RecordingGenerator:
 def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     tmp_path: Path,
 ) -> None:
-    # Slower from the second calibration pass on (job 14, see the order below).
-    generator = _RecordingGenerator(slow_from=14)
+    # Slower from the second calibration pass on (job 17, see the order below).
+    generator = _RecordingGenerator(slow_from=17)
     workloads = {
         "echo": Workload("echo", "Echo", "x"),
         "recommendation": Workload("recommendation", "Recommend", "x"),
@@ -134,10 +135,11 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
         args, checked, generator, Running({}, workloads), lambda _m: None
     )
     echo, rec = "echo", "recommendation"
-    # Each calibration pass: the two ladders, then echo open-loop at a light rate and the
-    # service alone at a light rate (a share per pass, pooled like the ladder).
+    # Each calibration pass: the two ladders, then echo open-loop at a light rate, the
+    # service alone at a light rate and at three loads under its knee (a share per pass,
+    # pooled like the ladder).
     calibration_pass = [(echo, "closed")] * 3 + [(rec, "closed")] * 3 + [(echo, "open")]
-    calibration_pass.append((rec, "open"))
+    calibration_pass += [(rec, "open")] * (1 + len(OPEN_FRACTIONS))
     validation_pass = [(rec, "open")] * 2
     assert generator.log == [
         # Warm-up, echo back to back, the service's warm-up.
@@ -155,9 +157,11 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     assert [len(passes) for passes in measured.values()] == [3]
     assert rates == {rec: [10.0, 20.0]}
     # Per pass: echo's light run a third of --calibration-duration, the service's light run
-    # two thirds; both rates far below the fake service's knee, a third of --duration each.
+    # two thirds, its loads a third each; both rates far below the fake service's knee, a
+    # third of --duration each.
     third = 1.0 / 3
-    assert generator.open_durations == pytest.approx([third, 2 * third, third, third] * 3)
+    open_runs = [third, 2 * third, *[third] * len(OPEN_FRACTIONS), third, third]
+    assert generator.open_durations == pytest.approx(open_runs * 3)
     # The fit pools every calibration pass: per call 0.3 ms on the fast machine, 0.9 ms on
     # the slow one, so about 0.7 ms for one fast pass and two slow ones (not the first
     # pass's 0.3 ms).
