@@ -39,7 +39,8 @@ ECHO_LIGHT_RATE = 50.0
 LIGHT_FRACTION = 0.1
 #: Open-loop rates, as fractions of the ladder's best throughput, at which the batcher's time
 #: per batch is read under open-loop load: the closed ladder's batches run faster than the
-#: same batches do under open-loop load at the same size (docs/capacity.md "Open-load batches").
+#: same batches do under open-loop load at the same size (docs/capacity.md, "Calibrate" and
+#: "Runs 19-22").
 OPEN_FRACTIONS = (0.4, 0.6, 0.8)
 #: Random pairs of (open-loop echo, back-to-back lone call) that stand for a lone call at
 #: light load without the wake-up, when the wake-up's mean is worked out.
@@ -653,7 +654,8 @@ SOURCE = (
     "batch_ms, per batch that starts from idle); without the metrics, the one that moves the "
     "median of open-loop echo plus "
     "a back-to-back lone call to that of a lone call at a light open-loop rate, loop_ms: echo's "
-    "mean per call at the top of its ladder (0 with the service's batch times, which hold it), "
+    "mean per call at the top of its ladder (with the service's batch times, plus the part of "
+    "a lone call outside the batcher, spent in a queue per worker: loop queue), "
     "cv: lognormal "
     "p50..p95 spread; services not in measured_services keep the base file's entries"
 )
