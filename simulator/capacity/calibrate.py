@@ -260,10 +260,10 @@ class Calibrator:
             simulate_closed,
         )
         from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
+        from simulator.capacity.measure import merge_results
         from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
         echo_result = self.echo_back_to_back.summary()
-        from simulator.capacity.measure import merge_results
 
         def pooled(runs: list[Any]) -> Any:
             return runs[only_pass] if only_pass is not None else merge_results(runs)
@@ -407,10 +407,8 @@ class Calibrator:
             # closed ladder (recommendation's batches of 3-4 by 8-10 %: the event loop and the
             # generator are busy during the whole batch, not only between the half batches),
             # and the model's batch sizes near the knee are that difference amplified.
-            passes_open = self.open_load[name]
             open_rows = [
-                pooled([run[i] for run in passes_open]).summary()
-                for i in range(len(OPEN_FRACTIONS) if passes_open else 0)
+                pooled(list(runs)).summary() for runs in zip(*self.open_load[name], strict=True)
             ]
             open_points = open_batch_points(open_rows, wake_ms) if served else []
             ladder_served = served
@@ -520,8 +518,13 @@ def batcher_wake_ms(
     batcher as often busy as it is busy, by PASTA)."""
     size, ms = float(light["batch_size"]), float(light["batch_ms"])
     base = table_ms(served, size)
-    busy = min(rate / max(size, 1.0) * ms / 1000.0, 0.9)
-    return max(ms - base, 0.0) / (1.0 - busy)
+    return max(ms - base, 0.0) / (1.0 - batcher_busy(rate, size, ms))
+
+
+def batcher_busy(rate: float, size: float, ms: float) -> float:
+    """The batcher's busy share at ``rate`` calls/s in batches of mean ``size`` taking ``ms``
+    each, at most 0.9 (past that the share of batches from idle is too small to divide by)."""
+    return min(rate / max(size, 1.0) * ms / 1000.0, 0.9)
 
 
 def open_batch_points(open_rows: list[dict[str, Any]], wake_ms: float) -> list[tuple[float, float]]:
@@ -534,7 +537,7 @@ def open_batch_points(open_rows: list[dict[str, Any]], wake_ms: float) -> list[t
         if "batch_size" not in row or "batch_ms" not in row or row["throughput"] <= 0:
             return []
         size, ms = float(row["batch_size"]), float(row["batch_ms"])
-        busy = min(row["throughput"] / max(size, 1.0) * ms / 1000.0, 0.9)
+        busy = batcher_busy(row["throughput"], size, ms)
         points.append((size, max(ms - wake_ms * (1.0 - busy), 0.01)))
     return points
 
