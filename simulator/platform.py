@@ -107,14 +107,20 @@ class Batching:
     ``variability`` says where the noise goes: ``fixed`` (only ``a`` varies),
     ``proportional`` (the whole batch time is scaled by one draw of mean 1 and the RPC's
     ``cv``) or ``averaged`` (the batch time is lognormal with mean ``T(n)`` and the lone
-    call's ``cv`` shrunk by the square root of how many lone calls the batch lasts: stalls from
-    CPU contention are independent and average out over a long batch, which is what
-    measurements on a shared machine show)."""
+    call's ``cv`` shrunk by ``k ** cv_exponent``, ``k = T(n) / T(1)`` being how many lone
+    calls the batch lasts: stalls from CPU contention partly average out over a long batch)."""
 
     max_batch: int = 32
     max_wait_ms: float = 2.0
     variability: str = "fixed"
     grow_to_previous: bool = False
+    #: How fast an ``averaged`` batch's cv shrinks with its length: ``cv * k ** -cv_exponent``.
+    #: 0.5 (files without the key) is independent noise per lone call's worth of work. Batches
+    #: under open-loop load average out less (recommendation's about 0.3-0.4 on this VM);
+    #: ``calibrate`` reads it from the service's batch times by size
+    #: (``shoptwin_batch_duration_by_size_seconds``). The long, slow batches behind a queue set
+    #: the p95 near a knee (docs/capacity.md).
+    cv_exponent: float = 0.5
     #: Extra time of a batch that starts on an idle batcher (the worker thread and the event
     #: loop woken from sleep). Measured on this VM it is milliseconds: open-loop calls at light
     #: load are much slower than back-to-back closed-loop ones.
@@ -203,6 +209,13 @@ def _number(value: Any, key: str, minimum: float = 0.0) -> float:
     if value < minimum:
         raise CalibrationError(f"{key}: must be >= {minimum}")
     return float(value)
+
+
+def _fraction(value: Any, key: str) -> float:
+    number = _number(value, key)
+    if number > 1.0:
+        raise CalibrationError(f"{key}: must be <= 1")
+    return number
 
 
 def _flag(value: Any, key: str) -> bool:
@@ -321,6 +334,8 @@ def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
             }
             if svc.batching.grow_to_previous:
                 batching["grow_to_previous"] = True
+            if svc.batching.cv_exponent != 0.5:
+                batching["cv_exponent"] = svc.batching.cv_exponent
             if svc.batching.wake_ms:
                 batching["wake_ms"] = svc.batching.wake_ms
             if svc.batching.wake != "constant":
@@ -394,6 +409,7 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 grow_to_previous=_flag(
                     b.get("grow_to_previous", False), f"{key}.batching.grow_to_previous"
                 ),
+                cv_exponent=_fraction(b.get("cv_exponent", 0.5), f"{key}.batching.cv_exponent"),
                 wake_ms=_number(b.get("wake_ms", 0.0), f"{key}.batching.wake_ms"),
                 wake=wake,
                 loop_ms=_number(b.get("loop_ms", 0.0), f"{key}.batching.loop_ms"),
@@ -451,9 +467,13 @@ class ServiceTimeSampler:
 
     BLOCK = 4096
 
-    def __init__(self, calibration: RpcCalibration, rng: np.random.Generator) -> None:
+    def __init__(
+        self, calibration: RpcCalibration, rng: np.random.Generator, cv_exponent: float = 0.5
+    ) -> None:
         self.calibration = calibration
         self.rng = rng
+        #: ``Batching.cv_exponent`` of an ``averaged`` batch.
+        self.cv_exponent = cv_exponent
         self.per_item_s = calibration.per_item_ms / 1000.0
         self.mean_s = calibration.mean_ms / 1000.0
         self._buffer: list[float] = []
@@ -491,8 +511,8 @@ class ServiceTimeSampler:
         return self.mean_s + self.per_item_s * items
 
     def averaged_sample(self, items: int) -> float:
-        """A batch of ``items``: lognormal, mean ``T(items)``, cv ``cv / sqrt(k)`` where
-        ``k = T(items) / T(1)`` lone calls last as long as the batch."""
+        """A batch of ``items``: lognormal, mean ``T(items)``, cv ``cv * k ** -cv_exponent``
+        where ``k = T(items) / T(1)`` lone calls last as long as the batch."""
         shape = self._averaged.get(items)
         if shape is None:
             # Batch sizes repeat: their shapes are worked out once.
@@ -509,7 +529,7 @@ class ServiceTimeSampler:
         lone = self.batch_mean_s(1)
         if mean <= 0 or lone <= 0:
             return max(mean, 0.0), None
-        cv = self.calibration.cv / math.sqrt(max(mean / lone, 1.0))
+        cv = self.calibration.cv * max(mean / lone, 1.0) ** -self.cv_exponent
         return mean, math.sqrt(math.log1p(cv * cv))
 
     def unit_sample(self) -> float:
@@ -652,7 +672,10 @@ class Station:
         self.name = name
         self.calibration = calibration
         self.workers = calibration.workers
-        self.samplers = {rpc: ServiceTimeSampler(c, rng) for rpc, c in calibration.rpcs.items()}
+        exponent = calibration.batching.cv_exponent if calibration.batching else 0.5
+        self.samplers = {
+            rpc: ServiceTimeSampler(c, rng, exponent) for rpc, c in calibration.rpcs.items()
+        }
         self._overhead = {rpc: OverheadSampler(c, rng) for rpc, c in calibration.rpcs.items()}
         self.stats: dict[str, RpcStats] = {rpc: RpcStats() for rpc in calibration.rpcs}
         self.window_s = window_s

@@ -53,6 +53,13 @@ class ServerSettings:
     min_client_ping_interval_s: float = setting(
         10.0, "shortest interval between client pings the server tolerates", low=1, high=3_600
     )
+    loop_lag_probe_ms: float = setting(
+        25.0,
+        "period of the event-loop lag probe behind shoptwin_event_loop_lag_seconds; 0 turns "
+        "it and the GC-pause histogram off",
+        low=0,
+        high=60_000,
+    )
     grace_s: float = setting(
         10.0, "seconds in-flight calls get to finish on shutdown", low=0, high=3_600
     )

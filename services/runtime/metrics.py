@@ -81,6 +81,22 @@ class RpcMetrics:
 #: Requests (recommendation) or texts (intent) per micro-batch.
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Batch times by size: 25 % apart from 0.5 ms to 5 s, fine enough to read a batch size's
+#: spread (its cv) from the counts, not only its mean.
+BATCH_SPREAD_BUCKETS = tuple(round(0.0005 * 1.25**i, 7) for i in range(42))
+#: Upper ends of the size classes of ``shoptwin_batch_duration_by_size_seconds``: each size
+#: up to 8, then classes narrow enough that their batches last about as long.
+BATCH_SIZE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 128)
+
+
+def size_class(size: int) -> str:
+    """The ``size`` label of a batch of ``size`` items: "3", "9-12", "129+"."""
+    lower = 1
+    for upper in BATCH_SIZE_CLASSES:
+        if size <= upper:
+            return str(upper) if lower == upper else f"{lower}-{upper}"
+        lower = upper + 1
+    return f"{lower}+"
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,8 @@ class BatchMetrics:
 
     size: Histogram
     seconds: Histogram
+    #: The same durations by size class (``size_class``), finely bucketed.
+    by_size: dict[str, Histogram]
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None, service: str) -> BatchMetrics:
@@ -111,11 +129,25 @@ class BatchMetrics:
             buckets=BATCH_SECONDS_BUCKETS,
             registry=registry,
         )
-        return cls(size.labels(service), seconds.labels(service))
+        by_size = Histogram(
+            "shoptwin_batch_duration_by_size_seconds",
+            "Micro-batch durations by batch size class, by service",
+            ["service", "size"],
+            buckets=BATCH_SPREAD_BUCKETS,
+            registry=registry,
+        )
+        classes = [size_class(upper) for upper in BATCH_SIZE_CLASSES]
+        classes.append(size_class(BATCH_SIZE_CLASSES[-1] + 1))
+        return cls(
+            size.labels(service),
+            seconds.labels(service),
+            {label: by_size.labels(service, label) for label in classes},
+        )
 
     def observe(self, size: int, seconds: float) -> None:
         self.size.observe(size)
         self.seconds.observe(seconds)
+        self.by_size[size_class(size)].observe(seconds)
 
 
 def serve_metrics(port: int, host: str, registry: CollectorRegistry) -> None:

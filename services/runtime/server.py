@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from services.runtime.config import ServerSettings
 from services.runtime.interceptors import BearerAuthInterceptor, ObservabilityInterceptor
 from services.runtime.metrics import RpcMetrics, serve_metrics
+from services.runtime.stalls import StallMonitor
 from services.runtime.tls import server_credentials
 
 log = structlog.get_logger("shoptwin.server")
@@ -219,8 +220,16 @@ async def serve_until_signalled(
     # that scan was a 56 ms stop-the-world pause, which set its p99 under load and cost
     # about 10 % of its throughput.
     gc.freeze()
+    monitor = None
+    if metrics is not None and settings.loop_lag_probe_ms > 0:
+        monitor = StallMonitor(
+            metrics.registry, definition.name, settings.loop_lag_probe_ms / 1000.0
+        )
+        monitor.start()
     await stop.wait()
     log.info("shutting down", service=definition.name, grace_s=settings.grace_s)
+    if monitor is not None:
+        await monitor.stop()
     await server.stop()
 
 

@@ -24,7 +24,7 @@ import shlex
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +253,7 @@ class Calibrator:
         import numpy as np
 
         from simulator.capacity.fit import (
+            batch_cv_exponent,
             capacity_per_s,
             exponential_wake_ms,
             fit_batching,
@@ -260,7 +261,7 @@ class Calibrator:
             simulate_closed,
         )
         from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
-        from simulator.capacity.measure import merge_results
+        from simulator.capacity.measure import BatchCounts, merge_results
         from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
         echo_result = self.echo_back_to_back.summary()
@@ -411,6 +412,32 @@ class Calibrator:
                 pooled(list(runs)).summary() for runs in zip(*self.open_load[name], strict=True)
             ]
             open_points = open_batch_points(open_rows, wake_ms) if served else []
+            # How much a batch's time varies under that load: the cv of the service's batch
+            # times by size class. It falls more slowly with length than independent noise
+            # per lone call would have it (the model's 0.5), and the long, slow batches
+            # behind a queue set the p95 near the knee.
+            spread_runs = (
+                [self.open_load[name][only_pass]] if only_pass is not None else self.open_load[name]
+            )
+            by_size = sum(
+                (r.batches for runs in spread_runs for r in runs if r.batches), BatchCounts()
+            ).by_size
+            spread = batch_cv_exponent(by_size)
+            cv_exponent = 0.5
+            latency_cv = cv
+            if spread is not None:
+                # The same line gives the lone batch's cv: read from thousands of the
+                # service's own batches, where the latency-based estimate above comes from a
+                # few hundred calls less a subtracted overhead (intent's read 0.25, 0.21 and
+                # 0.35 in three runs; its lone batches' 0.24-0.26).
+                cv_exponent = round(spread.exponent, 3)
+                cv = spread.lone_cv
+                log(
+                    f"{name}.{rpc} batch spread under open-loop load: cv "
+                    + ", ".join(f"{p.cv:.2f} at {p.mean_ms:.1f} ms" for p in spread.points)
+                    + f"; cv ~ {cv:.3f} x length^-{cv_exponent:.2f} (calls' latencies gave "
+                    f"{latency_cv:.3f})"
+                )
             ladder_served = served
             if open_points:
                 served = with_open_load(served, open_points, max_batch)
@@ -443,6 +470,7 @@ class Calibrator:
                     max_wait_ms=BATCH_WAIT[name][0],
                     grow_to_previous=BATCH_WAIT[name][1],
                     variability="averaged",
+                    cv_exponent=cv_exponent,
                     wake_ms=round(wake_ms, 4),
                     # A wait of random length: a thread woken, the GIL won back.
                     wake="exponential",
@@ -498,6 +526,11 @@ class Calibrator:
                     "closed_batch_ms": ladder_served,
                     "open_load": open_rows,
                     "open_batch_ms": open_points,
+                    # The batch times' spread by size class under that load, and the exponent
+                    # read from it (None: too few batches or classes).
+                    "batch_spread": [asdict(p) for p in spread.points] if spread else None,
+                    "cv_exponent": cv_exponent,
+                    "latency_cv": latency_cv,
                 },
                 "ladder": rows,
                 "model_ladder": [
@@ -660,7 +693,9 @@ SOURCE = (
     "mean per call at the top of its ladder (with the service's batch times, plus the part of "
     "a lone call outside the batcher, spent in a queue per worker: loop queue), "
     "cv: lognormal "
-    "p50..p95 spread; services not in measured_services keep the base file's entries"
+    "p50..p95 spread, cv_exponent: how the cv of the service's batch times by size class "
+    "(shoptwin_batch_duration_by_size_seconds, upper body, open-loop runs) falls with their "
+    "length; services not in measured_services keep the base file's entries"
 )
 
 

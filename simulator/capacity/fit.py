@@ -16,14 +16,15 @@ seed), the same in-flight cap, and summarises it the same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import simpy
 
-from simulator.capacity.measure import BatchCounts, LoadResult, poisson_arrivals
+from simulator.capacity.measure import BatchCounts, DurationCounts, LoadResult, poisson_arrivals
 from simulator.platform import ServiceCalibration, Station
 
 
@@ -115,6 +116,85 @@ def exponential_wake_ms(
         else:
             high = mid
     return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class SpreadPoint:
+    """One size class's batches: how many, their mean (ms) and the cv of their durations."""
+
+    label: str
+    batches: float
+    mean_ms: float
+    cv: float
+
+
+#: Fewest batches of a size class whose spread ``batch_spread`` reads.
+MIN_SPREAD_BATCHES = 30
+
+
+#: The share of a size class's batches between which ``batch_spread`` reads its spread: the
+#: upper body, around the lone call's p50..p95 (``calibrate.lognormal_cv``).
+SPREAD_RANGE = (0.3, 0.98)
+
+
+def batch_spread(counts: DurationCounts, label: str = "") -> SpreadPoint | None:
+    """The mean and cv of one size class's batch durations from its bucket counts, or
+    ``None`` with fewer than ``MIN_SPREAD_BATCHES`` or fewer than two bucket bounds within
+    ``SPREAD_RANGE``.
+
+    The cv is read the way the lone call's is (``calibrate.lognormal_cv``), from the spread of
+    the upper body, so that the two are comparable and neither the floor of a short batch nor
+    a few long stalls sway it. The durations are taken as lognormal there: at each bucket
+    bound ``b`` whose cumulative share ``F`` lies in ``SPREAD_RANGE``, ``probit(F) =
+    (ln b - mu) / sigma``, and ``1 / sigma`` is the slope of a least-squares line through
+    those points. That uses the bounds as they are, with no guess at where in its bucket a
+    quantile lies (which reads a narrow spread 15 % wide with buckets 25 % apart)."""
+    if counts.count < MIN_SPREAD_BATCHES or counts.sum_s <= 0:
+        return None
+    low, high = SPREAD_RANGE
+    points = [
+        (math.log(bound), NormalDist().inv_cdf(share))
+        for bound, cumulative in zip(counts.bounds, counts.cumulative, strict=True)
+        if low <= (share := cumulative / counts.count) <= high
+    ]
+    if len(points) < 2:
+        return None
+    logs, probits = zip(*points, strict=True)
+    slope = float(np.polyfit(logs, probits, 1)[0])
+    if slope <= 0:
+        return None
+    sigma = 1.0 / slope
+    cv = math.sqrt(math.expm1(sigma * sigma))
+    return SpreadPoint(label, counts.count, counts.sum_s * 1000.0 / counts.count, cv)
+
+
+@dataclass(frozen=True)
+class BatchSpread:
+    """How batches' cv falls with their length, ``cv(k) = lone_cv * k ** -exponent`` with
+    ``k`` a class's mean over the lone batch's, and the classes it was read from."""
+
+    exponent: float
+    lone_cv: float
+    points: list[SpreadPoint]
+
+
+def batch_cv_exponent(by_size: Mapping[str, DurationCounts]) -> BatchSpread | None:
+    """The line through ``(log k, log cv)`` of the size classes (``batch_spread``), by least
+    squares weighted by their batch counts: its slope (within 0..-1) and its value at ``k =
+    1``. ``None`` without lone batches, or with fewer than three classes spanning at least a
+    factor of 2 in length."""
+    spreads = (batch_spread(counts, label) for label, counts in by_size.items())
+    points = [p for p in spreads if p is not None and p.cv > 0]
+    lone = next((p for p in points if p.label == "1"), None)
+    if lone is None:
+        return None
+    used = sorted((p for p in points if p.mean_ms >= lone.mean_ms), key=lambda p: p.mean_ms)
+    lengths = np.log([p.mean_ms / lone.mean_ms for p in used])
+    if len(used) < 3 or float(lengths.max()) < math.log(2.0):
+        return None
+    weights = np.sqrt([p.batches for p in used])
+    slope, intercept = np.polyfit(lengths, np.log([p.cv for p in used]), 1, w=weights)
+    return BatchSpread(min(max(-float(slope), 0.0), 1.0), math.exp(float(intercept)), used)
 
 
 def capacity_per_s(service: ServiceCalibration, rpc: str) -> float:

@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import csv
 import gzip
+import math
 import multiprocessing
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,23 +74,74 @@ class OpenJob:
 
 
 @dataclass(frozen=True)
+class DurationCounts:
+    """Batches of one size class (``shoptwin_batch_duration_by_size_seconds``): how many,
+    their total time, and the cumulative count at each bucket's upper bound (``bounds``,
+    seconds, ascending, without +Inf)."""
+
+    count: float = 0.0
+    sum_s: float = 0.0
+    bounds: tuple[float, ...] = ()
+    cumulative: tuple[float, ...] = ()
+
+    def _combine(self, other: DurationCounts, sign: float) -> DurationCounts:
+        if not other.bounds:
+            return self
+        if not self.bounds:
+            return DurationCounts(
+                sign * other.count,
+                sign * other.sum_s,
+                other.bounds,
+                tuple(sign * c for c in other.cumulative),
+            )
+        if self.bounds != other.bounds:
+            raise ValueError("batch duration buckets differ")
+        return DurationCounts(
+            self.count + sign * other.count,
+            self.sum_s + sign * other.sum_s,
+            self.bounds,
+            tuple(a + sign * b for a, b in zip(self.cumulative, other.cumulative, strict=True)),
+        )
+
+    def __add__(self, other: DurationCounts) -> DurationCounts:
+        return self._combine(other, 1.0)
+
+    def __sub__(self, other: DurationCounts) -> DurationCounts:
+        return self._combine(other, -1.0)
+
+
+@dataclass(frozen=True)
 class BatchCounts:
     """Micro-batches a service ran over some interval: how many, the items in them, and the
     batcher's busy time (from the service's ``shoptwin_batch_*`` series, or the model's
-    station). Counted over a whole job, warm-up and the last calls' drain included."""
+    station), and by size class their durations' spread where the service reports it.
+    Counted over a whole job, warm-up and the last calls' drain included."""
 
     batches: float = 0.0
     items: float = 0.0
     busy_s: float = 0.0
+    by_size: Mapping[str, DurationCounts] = field(default_factory=dict)
+
+    def _by_size(self, other: BatchCounts, sign: float) -> dict[str, DurationCounts]:
+        merged = dict(self.by_size)
+        for label, counts in other.by_size.items():
+            merged[label] = merged.get(label, DurationCounts())._combine(counts, sign)
+        return merged
 
     def __add__(self, other: BatchCounts) -> BatchCounts:
         return BatchCounts(
-            self.batches + other.batches, self.items + other.items, self.busy_s + other.busy_s
+            self.batches + other.batches,
+            self.items + other.items,
+            self.busy_s + other.busy_s,
+            self._by_size(other, 1.0),
         )
 
     def __sub__(self, other: BatchCounts) -> BatchCounts:
         return BatchCounts(
-            self.batches - other.batches, self.items - other.items, self.busy_s - other.busy_s
+            self.batches - other.batches,
+            self.items - other.items,
+            self.busy_s - other.busy_s,
+            self._by_size(other, -1.0),
         )
 
 
@@ -103,15 +155,41 @@ def scrape_batches(url: str, service: str, timeout_s: float = 5.0) -> BatchCount
     with urlopen(url, timeout=timeout_s) as response:
         text = response.read().decode("utf-8")
     values: dict[str, float] = {}
+    # size class -> count, sum and {bucket bound: cumulative count}
+    classes: dict[str, tuple[dict[str, float], dict[float, float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.labels.get("service") == service:
+            if sample.labels.get("service") != service:
+                continue
+            if sample.name.startswith(BY_SIZE) and "size" in sample.labels:
+                totals, buckets = classes.setdefault(sample.labels["size"], ({}, {}))
+                if sample.name == f"{BY_SIZE}_bucket":
+                    bound = float(sample.labels["le"])
+                    if math.isfinite(bound):
+                        buckets[bound] = sample.value
+                else:
+                    totals[sample.name[len(BY_SIZE) + 1 :]] = sample.value
+            else:
                 values[sample.name] = sample.value
+    by_size = {
+        label: DurationCounts(
+            totals.get("count", 0.0),
+            totals.get("sum", 0.0),
+            tuple(sorted(buckets)),
+            tuple(buckets[b] for b in sorted(buckets)),
+        )
+        for label, (totals, buckets) in classes.items()
+    }
     return BatchCounts(
         values.get("shoptwin_batch_size_count", 0.0),
         values.get("shoptwin_batch_size_sum", 0.0),
         values.get("shoptwin_batch_duration_seconds_sum", 0.0),
+        by_size,
     )
+
+
+#: The service's batch durations by size class (``services.runtime.metrics``).
+BY_SIZE = "shoptwin_batch_duration_by_size_seconds"
 
 
 def _counts_or_none(url: str | None, service: str) -> BatchCounts | None:

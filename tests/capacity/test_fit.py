@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from services.runtime.metrics import BATCH_SPREAD_BUCKETS
 from simulator.capacity.calibrate import lognormal_cv
 from simulator.capacity.fit import (
+    batch_cv_exponent,
+    batch_spread,
     capacity_per_s,
     exponential_wake_ms,
     fit_batching,
@@ -17,6 +21,7 @@ from simulator.capacity.fit import (
     simulate_closed,
     simulate_open,
 )
+from simulator.capacity.measure import DurationCounts
 from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
 
@@ -239,3 +244,60 @@ def test_open_load_points_replace_the_ladders_in_their_range_and_scale_above_it(
     assert [n for n, _ in table] == [1.0, 1.5, 3.0, 4.0, 8.0, 16.0]
     assert table[3][1] == pytest.approx(7.0 * 5.0 / 5.5, abs=1e-3)
     assert all(b[1] >= a[1] for a, b in itertools.pairwise(table))
+
+
+def _binned(durations_s: np.ndarray) -> DurationCounts:
+    """Durations as the service's by-size histogram reports them."""
+    bounds = BATCH_SPREAD_BUCKETS
+    cumulative = tuple(float(np.sum(durations_s <= b)) for b in bounds)
+    return DurationCounts(float(durations_s.size), float(durations_s.sum()), bounds, cumulative)
+
+
+def _lognormal(mean_s: float, cv: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    sigma2 = math.log1p(cv * cv)
+    return rng.lognormal(math.log(mean_s) - sigma2 / 2, math.sqrt(sigma2), n)
+
+
+def test_batch_spread_reads_a_lognormals_mean_and_cv_from_its_buckets() -> None:
+    rng = np.random.default_rng(4)
+    for cv in (0.2, 0.5, 0.8):
+        point = batch_spread(_binned(_lognormal(0.006, cv, 20_000, rng)))
+        assert point is not None
+        assert abs(point.mean_ms - 6.0) < 0.15
+        # Buckets 25 % apart: Sheppard's correction keeps a narrow one's cv.
+        assert abs(point.cv - cv) < 0.04 * max(cv, 0.5)
+    assert batch_spread(_binned(_lognormal(0.006, 0.5, 20, rng))) is None  # too few
+
+
+def test_the_cv_exponent_is_read_across_size_classes() -> None:
+    rng = np.random.default_rng(5)
+    lone_ms, exponent = 2.5, 0.35
+    by_size = {}
+    for label, k in (("1", 1.0), ("2", 1.7), ("4", 3.0), ("9-12", 7.0), ("25-32", 17.0)):
+        cv = 0.8 * k**-exponent
+        by_size[label] = _binned(_lognormal(lone_ms * k / 1000, cv, 5_000, rng))
+    found = batch_cv_exponent(by_size)
+    assert found is not None
+    assert abs(found.exponent - exponent) < 0.04
+    assert abs(found.lone_cv - 0.8) < 0.04  # the line's value at one lone batch's length
+    assert [p.label for p in found.points] == ["1", "2", "4", "9-12", "25-32"]
+    # Independent noise per lone call's worth (cv / sqrt(k)) reads as 0.5.
+    independent = {
+        label: _binned(_lognormal(lone_ms * k / 1000, 0.8 / math.sqrt(k), 5_000, rng))
+        for label, k in (("1", 1.0), ("3", 2.2), ("8", 5.0))
+    }
+    found = batch_cv_exponent(independent)
+    assert found is not None and abs(found.exponent - 0.5) < 0.05
+
+
+def test_no_cv_exponent_without_lone_batches_or_enough_classes() -> None:
+    rng = np.random.default_rng(6)
+    classes = {
+        label: _binned(_lognormal(0.0025 * k, 0.5, 1_000, rng))
+        for label, k in (("1", 1.0), ("2", 1.7), ("4", 3.0))
+    }
+    assert batch_cv_exponent({k: v for k, v in classes.items() if k != "1"}) is None
+    assert batch_cv_exponent({k: v for k, v in classes.items() if k != "4"}) is None
+    # A class under MIN_SPREAD_BATCHES does not count.
+    sparse = dict(classes, **{"4": _binned(_lognormal(0.0075, 0.5, 10, rng))})
+    assert batch_cv_exponent(sparse) is None

@@ -16,13 +16,22 @@ def test_scrape_reads_one_services_batches_from_a_live_endpoint() -> None:
     start_http_server(port, addr="127.0.0.1", registry=registry)
     url = f"http://127.0.0.1:{port}/metrics"
     rec = BatchMetrics.create(registry, "recommendation")
-    assert scrape_batches(url, "recommendation") == BatchCounts()  # before the first batch
     before = scrape_batches(url, "recommendation")
+    assert (before.batches, before.items, before.busy_s) == (0.0, 0.0, 0.0)
+    assert before.by_size["1"].count == 0.0  # every size class is there from the start
     rec.observe(1, 0.003)
     rec.observe(5, 0.009)
+    rec.observe(11, 0.02)
     during = scrape_batches(url, "recommendation") - before
-    assert (during.batches, during.items) == (2.0, 6.0)
-    assert abs(during.busy_s - 0.012) < 1e-9
+    assert (during.batches, during.items) == (3.0, 17.0)
+    assert abs(during.busy_s - 0.032) < 1e-9
+    # By size class, with the cumulative bucket counts around each duration.
+    lone, five, eleven = (during.by_size[label] for label in ("1", "5", "9-12"))
+    assert (lone.count, five.count, eleven.count) == (1.0, 1.0, 1.0)
+    assert abs(eleven.sum_s - 0.02) < 1e-9
+    below = lone.bounds.index(max(b for b in lone.bounds if b < 0.003))
+    assert lone.cumulative[below] == 0.0 and lone.cumulative[below + 1] == 1.0
+    assert during.by_size["2"].count == 0.0
     assert scrape_batches(url, "intent") == BatchCounts()  # another service's series
 
 

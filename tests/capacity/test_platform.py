@@ -294,6 +294,18 @@ def test_averaged_variability_keeps_the_mean_and_shrinks_the_cv_with_batch_size(
     assert lone.std() / lone.mean() == pytest.approx(0.8, rel=0.1)
     # 32 ms is 16 lone calls long: cv / 4.
     assert big.std() / big.mean() == pytest.approx(0.2, rel=0.1)
+    # A measured exponent below 0.5: long batches keep more of the spread (16 ** -0.25 = 1/2).
+    slower = ServiceTimeSampler(calibration, np.random.default_rng(5), cv_exponent=0.25)
+    big = np.array([slower.averaged_sample(31) for _ in range(20_000)])
+    assert big.mean() == pytest.approx(0.032, rel=0.03)
+    assert big.std() / big.mean() == pytest.approx(0.4, rel=0.1)
+
+
+def test_the_stations_batches_take_the_services_cv_exponent() -> None:
+    batching = Batching(max_batch=8, variability="averaged", cv_exponent=0.3)
+    service = ServiceCalibration(1, {"call": RpcCalibration("lognormal", 1.0, 0.8, 1.0)}, batching)
+    station = Station(simpy.Environment(), "s", service, np.random.default_rng(1))
+    assert station.samplers["call"].cv_exponent == 0.3
 
 
 def test_measured_batch_table_interpolates_and_extends_the_last_slope() -> None:
@@ -347,6 +359,7 @@ def _measured() -> dict[str, Any]:
                     "max_batch": 64,
                     "max_wait_ms": 0.0,
                     "variability": "averaged",
+                    "cv_exponent": 0.4,
                     "wake_ms": 1.5,
                     "wake": "exponential",
                     "loop_ms": 0.25,
@@ -380,7 +393,7 @@ def test_json_round_trip_keeps_every_field() -> None:
     assert rec.batching is not None and rec.batching.variability == "averaged"
     assert rec.batching.loop_ms == 0.25 and rec.batching.loop == "queue"
     assert rec.batching.wake == "exponential"
-    assert rec.batching.grow_to_previous
+    assert rec.batching.grow_to_previous and rec.batching.cv_exponent == 0.4
     assert rec.rpcs["Recommend"].overhead_ms == 0.9
     assert rec.rpcs["Recommend"].load_dependence[1]["throughput"] == 290.0
 
@@ -397,9 +410,13 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
     del old["services"]["recommendation"]["batching"]["loop_ms"]
     del old["services"]["recommendation"]["batching"]["loop"]
     del old["services"]["recommendation"]["batching"]["grow_to_previous"]
+    del old["services"]["recommendation"]["batching"]["cv_exponent"]
     parsed = parse_calibration(old)
     assert parsed.services["recommendation"].rpcs["Recommend"].overhead_ms == 0.0
+    # cv_exponent 0.5: independent noise per lone call's worth of work, as before the key.
     assert parsed.services["recommendation"].batching == Batching(64, 0.0, "fixed")
+    written = calibration_to_json(parsed)["services"]["recommendation"]["batching"]
+    assert "cv_exponent" not in written
 
 
 @pytest.mark.parametrize(
@@ -412,6 +429,8 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
         (("batching", "wake"), "gamma", "batching.wake: one of constant, exponential"),
         (("batching", "loop_ms"), -0.5, "batching.loop_ms: must be"),
         (("batching", "loop"), "thread", "batching.loop: one of extends, queue"),
+        (("batching", "cv_exponent"), 1.5, "batching.cv_exponent: must be <= 1"),
+        (("batching", "cv_exponent"), "fast", "batching.cv_exponent: expected a number"),
         (("batching", "grow_to_previous"), "yes", "batching.grow_to_previous: expected true"),
         (("batching", "rpcs"), ["Nope"], "batching.rpcs: unknown RPC 'Nope'"),
         (("rpcs", "Recommend", "batch_ms"), [[1, 2.0], [1, 3.0]], "batch_ms[1][0]: items must"),

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from services.registry import PRODUCT_SERVICES
 from services.runtime.metrics import RpcMetrics
+from services.runtime.stalls import StallMonitor
 from tests.deploy import manifests as m
 
 DASHBOARD = m.GRAFANA_DIR / "dashboards" / "shoptwin-rpc.json"
@@ -18,12 +19,13 @@ DASHBOARD = m.GRAFANA_DIR / "dashboards" / "shoptwin-rpc.json"
 
 @pytest.fixture(scope="module")
 def exported() -> tuple[set[str], set[str]]:
-    """Sample names and label names the runtime's RPC metrics produce."""
+    """Sample names and label names the runtime's RPC and stall metrics produce."""
     registry = CollectorRegistry()
     metrics = RpcMetrics.create(registry)
     metrics.requests.labels("s", "m", "OK").inc()
     metrics.latency.labels("s", "m", "OK").observe(0.01)
     metrics.in_flight.labels("s", "m").inc()
+    StallMonitor(registry, "s", interval_s=0.025)
     names, labels = set(), set()
     for family in registry.collect():
         for sample in family.samples:
@@ -71,7 +73,16 @@ def test_dashboard_shows_rate_errors_and_latency_per_rpc() -> None:
     assert "histogram_quantile(0.99" in exprs and "shoptwin_rpc_duration_seconds_bucket" in exprs
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
-            assert "by (service, method" in target["expr"], "per RPC"
+            if "shoptwin_rpc_" in target["expr"]:
+                assert "by (service, method" in target["expr"], "per RPC"
+            else:
+                assert "by (service" in target["expr"], "per service"
+
+
+def test_dashboard_shows_each_services_stalls() -> None:
+    exprs = " ".join(dashboard_expressions())
+    assert "shoptwin_event_loop_lag_seconds_bucket" in exprs
+    assert "shoptwin_gc_pause_seconds_sum" in exprs
 
 
 def test_grafana_provisioning_wires_the_dashboard() -> None:
