@@ -23,21 +23,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
-#: From well under a scheduler slice to a visible freeze.
-STALL_BUCKETS = (
-    0.0005,
-    0.001,
-    0.002,
-    0.005,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-)
+from services.runtime.metrics import LATENCY_BUCKETS
+
+#: The RPC latency buckets from 0.5 ms to 2.5 s: from well under a scheduler slice to a
+#: visible freeze.
+STALL_BUCKETS = LATENCY_BUCKETS[: LATENCY_BUCKETS.index(2.5) + 1]
 
 
 class StallMonitor:

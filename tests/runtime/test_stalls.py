@@ -34,7 +34,7 @@ def test_a_blocked_loop_and_a_collection_are_recorded() -> None:
     probes = _value(registry, "shoptwin_event_loop_lag_seconds_count", service="svc")
     assert probes >= 5
     late = probes - _value(
-        registry, "shoptwin_event_loop_lag_seconds_bucket", service="svc", le="0.02"
+        registry, "shoptwin_event_loop_lag_seconds_bucket", service="svc", le="0.025"
     )
     assert late >= 1  # the blocked stretch, 50 ms or more behind
     assert _value(registry, "shoptwin_event_loop_lag_seconds_sum", service="svc") >= 0.04
