@@ -261,7 +261,7 @@ class Calibrator:
             simulate_closed,
         )
         from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
-        from simulator.capacity.measure import BatchCounts, merge_results
+        from simulator.capacity.measure import merge_results
         from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
         echo_result = self.echo_back_to_back.summary()
@@ -408,21 +408,15 @@ class Calibrator:
             # closed ladder (recommendation's batches of 3-4 by 8-10 %: the event loop and the
             # generator are busy during the whole batch, not only between the half batches),
             # and the model's batch sizes near the knee are that difference amplified.
-            open_rows = [
-                pooled(list(runs)).summary() for runs in zip(*self.open_load[name], strict=True)
-            ]
+            open_runs = [pooled(list(runs)) for runs in zip(*self.open_load[name], strict=True)]
+            open_rows = [run.summary() for run in open_runs]
             open_points = open_batch_points(open_rows, wake_ms) if served else []
             # How much a batch's time varies under that load: the cv of the service's batch
             # times by size class. It falls more slowly with length than independent noise
             # per lone call would have it (the model's 0.5), and the long, slow batches
             # behind a queue set the p95 near the knee.
-            spread_runs = (
-                [self.open_load[name][only_pass]] if only_pass is not None else self.open_load[name]
-            )
-            by_size = sum(
-                (r.batches for runs in spread_runs for r in runs if r.batches), BatchCounts()
-            ).by_size
-            spread = batch_cv_exponent(by_size)
+            open_batches = merge_results(open_runs).batches
+            spread = batch_cv_exponent(open_batches.by_size) if open_batches else None
             cv_exponent = 0.5
             latency_cv = cv
             if spread is not None:

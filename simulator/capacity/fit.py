@@ -130,8 +130,6 @@ class SpreadPoint:
 
 #: Fewest batches of a size class whose spread ``batch_spread`` reads.
 MIN_SPREAD_BATCHES = 30
-
-
 #: The share of a size class's batches between which ``batch_spread`` reads its spread: the
 #: upper body, around the lone call's p50..p95 (``calibrate.lognormal_cv``).
 SPREAD_RANGE = (0.3, 0.98)
