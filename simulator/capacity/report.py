@@ -21,7 +21,8 @@ def write_report(path: Path, payload: dict[str, Any]) -> None:
             f"<b>{result['measured_knee_per_s']}/s</b>, predicted "
             f"<b>{result['predicted_knee_per_s']}/s</b> ({result['knee_error']:+.1%}, "
             f"{'within' if result['knee_ok'] else 'OFF'} ±"
-            f"{payload['bounds']['knee_tolerance']:.0%}). p95 at the {result['judged_rates']} "
+            f"{payload['bounds']['knee_tolerance']:.0%}). p95 (median over the passes) at the "
+            f"{result['judged_rates']} "
             f"rates up to {payload['bounds']['below_knee']:.0%} of the measured knee: "
             f"{'within' if result['p95_ok'] else 'OFF'} ±"
             f"{payload['bounds']['p95_tolerance']:.0%}. Analytic model capacity "
@@ -33,8 +34,9 @@ def write_report(path: Path, payload: dict[str, Any]) -> None:
             {
                 "measured p50": [r["m_p50_ms"] for r in rows],
                 "predicted p50": [r["p_p50_ms"] for r in rows],
-                "measured p95": [r["m_p95_ms"] for r in rows],
-                "predicted p95": [r["p_p95_ms"] for r in rows],
+                # The judged p95: the median over passes of each pass's p95.
+                "measured p95 (median of passes)": [r["m_p95_med_ms"] for r in rows],
+                "predicted p95 (median of passes)": [r["p_p95_med_ms"] for r in rows],
                 "measured p99": [r["m_p99_ms"] for r in rows],
                 "predicted p99": [r["p_p99_ms"] for r in rows],
             },
