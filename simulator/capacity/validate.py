@@ -19,11 +19,10 @@ pooled, so that the prediction is the model's expectation. The bounds:
   capacity error becomes an arbitrarily large p95 error: those rates are shown, not judged.
   The p95 judged is the **median over the passes of each pass's p95**, on both sides (the
   model's: the mean over its replications of that median, each replication's passes getting
-  the measured passes' windows). A shared machine slows down for seconds at a time, and one
-  such pass out of eight moves a p95 pooled over all calls by 20-70 % while the other seven
-  agree; the median is the statistic a benchmark reports over repeated trials for that
-  reason. The pooled p95 is shown beside it (``m_p95_ms``, ``p_p95_ms``,
-  ``p95_error_pooled``).
+  the measured passes' windows). A shared machine slows down for seconds at a time. One such
+  pass out of eight can make a p95 pooled over all calls three times what the other seven
+  agree on; the median over repeated trials is what a benchmark reports for that reason. The
+  pooled p95 is shown beside it (``m_p95_ms``, ``p_p95_ms``, ``p95_error_pooled``).
 
 Without ``--calibration`` the calibration is measured in the same run, its passes alternating
 with the ladder's (:func:`measure`), so both see the same minutes of the machine.
