@@ -26,8 +26,8 @@ from simulator.capacity.validate import evaluate
 
 
 def _row(rate: float, m_tp: float, p_tp: float, m_p95: float, p_p95: float) -> dict[str, float]:
-    """A row whose judged p95s (median of passes) are ``m_p95`` and ``p_p95``; the pooled
-    ones are 30 % higher on both sides (a disturbed pass), which must not count."""
+    """A row whose judged p95s (median of passes) are ``m_p95`` and ``p_p95``; the measured
+    pooled p95 is 30 % higher (a disturbed pass), which must not count."""
     return {
         "rate": rate,
         "m_throughput": m_tp,
