@@ -351,10 +351,12 @@ def predict_rows(
 
     rows = []
     for index, rate in enumerate(rates):
-        measured = merge_results([runs[index] for runs in measured_passes]).summary()
+        this_rate = [runs[index] for runs in measured_passes]
+        measured = merge_results(this_rate).summary()
         predicted, replica_p95 = predict(index, rate, [service_cal] * passes)
         row: dict[str, Any] = {"rate": rate}
-        row["m_p95_med_ms"] = round(pass_median_p95([runs[index] for runs in measured_passes]), 3)
+        per_pass = pass_p95s(this_rate)
+        row["m_p95_med_ms"] = round(float(np.median(per_pass)), 3)
         row["p_p95_med_ms"] = round(float(np.mean(replica_p95)), 3)
         for prefix, summary in (("m", measured), ("p", predicted)):
             for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "drops", "errors"):
@@ -368,7 +370,6 @@ def predict_rows(
                     row[f"{prefix}_{key}"] = summary[key]
         # The measurement's own uncertainty (batch means over the passes): where it is near
         # the p95 bound, a miss says as much about the machine as about the model.
-        per_pass = [float(runs[index].summary()["p95_ms"]) for runs in measured_passes]
         row["m_p95_passes"] = [round(v, 3) for v in per_pass]
         row["m_p95_se"] = relative_se(per_pass)
         row["p_p95_se"] = relative_se(replica_p95)
@@ -386,11 +387,16 @@ def predict_rows(
     return rows
 
 
+def pass_p95s(passes: list[Any]) -> list[float]:
+    """Each pass's p95 (``passes``: load results of one rate), in ms."""
+    return [float(run.summary()["p95_ms"]) for run in passes]
+
+
 def pass_median_p95(passes: list[Any]) -> float:
     """The median over ``passes`` (load results of one rate) of each pass's p95, in ms."""
     import numpy as np
 
-    return float(np.median([float(run.summary()["p95_ms"]) for run in passes]))
+    return float(np.median(pass_p95s(passes)))
 
 
 COLUMNS = (
