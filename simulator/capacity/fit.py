@@ -238,14 +238,9 @@ def simulate_open(
     seed: int,
     max_in_flight: int,
     timeout_s: float = 10.0,
-    service_seed: int | None = None,
 ) -> LoadResult:
-    """The model under the generator's open-loop job: same arrivals, cap, window and counts.
-
-    ``seed`` draws the arrivals (the generator's, for the same seed); ``service_seed`` the
-    service times (``seed`` when not given), so that one arrival trace can be replayed with
-    fresh service times."""
-    env, station = _station(service, seed if service_seed is None else service_seed)
+    """The model under the generator's open-loop job: same arrivals, cap, window and counts."""
+    env, station = _station(service, seed)
     arrivals = poisson_arrivals(rate, warmup_s + duration_s, seed).tolist()
     stop_at = warmup_s + duration_s
     latencies: list[float] = []

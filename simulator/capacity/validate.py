@@ -6,13 +6,10 @@ Poisson arrivals for ``--warmup`` + the rate's share of ``--duration`` in each o
 passes (half of it at light load, twice at the top judged rates, a quarter at and past the
 predicted knee: :func:`rate_durations`) and measures the calls that arrived after the
 warm-up; the model (``fit.simulate_open``: the ``Station`` model mode uses, fed the
-calibration) replays each pass's arrival times (same seed), with the same in-flight cap and
-the same window, in each of ``--model-replications`` replications with fresh service times:
-the prediction is the model's expectation for the arrivals that were measured. A pass's p95
-at 70 % of a knee moves by a quarter from one few-second set of Poisson arrivals to the next,
-in the services and in the model alike; replaying the measured arrivals puts that bunching on
-both sides of the comparison instead of into the error (common random numbers; the error's
-spread at that load halves in the model against itself). The bounds:
+calibration) gets the same arrival times (same seed), the same in-flight cap and the same
+window in its first replication, fresh arrivals in the others (``--model-replications``), all
+pooled, so that the prediction is the model's expectation. (Replaying the measured arrivals
+in every replication was tried and left: see docs/capacity.md, runs 35.) The bounds:
 
 * **knee**: the maximum sustainable throughput, defined as the highest throughput achieved
   (successful completions inside the window per second) over the ladder, measured and predicted
@@ -24,11 +21,10 @@ spread at that load halves in the model against itself). The bounds:
   capacity error becomes an arbitrarily large p95 error: those rates are shown, not judged.
   The p95 judged is the **median over the passes of each pass's p95**, on both sides (the
   model's: the mean over its replications of that median, each replication's passes getting
-  the measured passes' arrivals and windows). A shared machine slows down for seconds at a
-  time. One such pass out of eight can make a p95 pooled over all calls three times what the
-  other seven agree on; the median over repeated trials is what a benchmark reports for that
-  reason. The pooled p95 is shown beside it (``m_p95_ms``, ``p_p95_ms``,
-  ``p95_error_pooled``).
+  the measured passes' windows). A shared machine slows down for seconds at a time. One such
+  pass out of eight can make a p95 pooled over all calls three times what the other seven
+  agree on; the median over repeated trials is what a benchmark reports for that reason. The
+  pooled p95 is shown beside it (``m_p95_ms``, ``p_p95_ms``, ``p95_error_pooled``).
 
 Without ``--calibration`` the calibration is measured in the same run, its passes alternating
 with the ladder's (:func:`measure`), so both see the same minutes of the machine.
@@ -97,9 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-replications",
         type=int,
         default=10,
-        help="replications of the ladder the model runs per rate, each replaying the measured "
-        "arrivals with fresh service times: the prediction is the model's expectation for "
-        "those arrivals, not one more noisy sample",
+        help="replications of the ladder the model runs per rate (the first with the measured "
+        "arrivals, the others with fresh ones), pooled: the prediction is the model's "
+        "expectation, not one more noisy sample",
     )
     parser.add_argument("--p95-tolerance", type=float, default=0.15)
     parser.add_argument("--knee-tolerance", type=float, default=0.20)
@@ -244,12 +240,12 @@ def predicted_knee(
 def rate_durations(rates: list[float], knee: float, duration_s: float) -> list[float]:
     """Measured seconds per rate (all passes), a share of ``duration_s`` by the rate's
     fraction of the predicted knee (``DURATION_SHARES``). The time goes where a pass's p95
-    spreads most: from one 4-second set of arrivals to the next it moves by about 11 % at a
-    tenth of recommendation's knee and 28 % at 0.72 of it (the model on run 34's
-    calibration), so at the top judged rates the median over the passes needs about six
-    times the calls for the same standard error. At and past the knee only the throughput
-    counts (p95 is judged below 0.8 of the knee), and a count of completions settles far
-    sooner than a p95."""
+    spreads most: in run 34 recommendation's 4-second passes spread by 13 % (cv) at a tenth
+    of its knee and by 47 % at 0.76 of it (the model alone, from the arrivals and service
+    times: 11 % and 28 %), so at the top judged rates the median over the passes needs
+    several times the calls for the same standard error. At and past the knee only the
+    throughput counts (p95 is judged below 0.8 of the knee), and a count of completions
+    settles far sooner than a p95."""
 
     def share(rate: float) -> float:
         return next(s for upto, s in DURATION_SHARES if rate < upto * knee)
@@ -257,16 +253,10 @@ def rate_durations(rates: list[float], knee: float, duration_s: float) -> list[f
     return [duration_s * share(rate) for rate in rates]
 
 
-def arrival_seed(seed: int, pass_index: int, rate_index: int) -> int:
-    """The arrival process of one rate in one pass: measured and predicted alike."""
-    return seed * 1000 + pass_index * 100 + rate_index
-
-
-def service_seed(seed: int, pass_index: int, rate_index: int, replica: int) -> int:
-    """The model's service-time draws in its replication ``replica`` of one rate in one pass:
-    replication 0 draws with the arrival seed, the others get fresh draws over the same
-    arrivals."""
-    return arrival_seed(seed, pass_index, rate_index) + replica * 1_000_000_007
+def arrival_seed(seed: int, pass_index: int, rate_index: int, replica: int = 0) -> int:
+    """The arrival process of one rate in one pass: measured and predicted alike
+    (``replica`` 0); the model's further replications (``replica`` 1, 2, ...) get fresh ones."""
+    return seed * 1000 + pass_index * 100 + rate_index + replica * 1_000_000_007
 
 
 def measure_rates(
@@ -318,11 +308,10 @@ def predict_rows(
     arrival times (same seed), cap and window (``window_s``); the passes are pooled on both
     sides.
 
-    With ``replications`` above 1 the model runs the whole set of passes that many times,
-    each over the same measured arrivals with fresh service times: the prediction is the
-    model's expectation given those arrivals. Fresh arrivals per replication would average
-    the arrivals' bunching out of the prediction while the measurement keeps its own, and the
-    error would carry it all.
+    With ``replications`` above 1 the model also runs the whole set of passes again with
+    fresh arrivals that many times less one, all pooled: a p95 of a few thousand calls at 70 %
+    of a knee varies by about 10 % from one set of arrivals to the next, in the model as in
+    the measurement, and the prediction should carry only the measurement's share of that.
 
     The judged p95 (``m_p95_med_ms``, ``p_p95_med_ms``) is the median over the passes of each
     pass's p95; the model's is the mean over its replications of that median (the same
@@ -355,8 +344,7 @@ def predict_rows(
                     rate=rate,
                     duration_s=measured_passes[pass_index][index].window_s,
                     warmup_s=warmup_s,
-                    seed=arrival_seed(seed, pass_index, index),
-                    service_seed=service_seed(seed, pass_index, index, replica),
+                    seed=arrival_seed(seed, pass_index, index, replica),
                     max_in_flight=max_in_flight,
                     timeout_s=timeout_s,
                 )
