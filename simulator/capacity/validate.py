@@ -44,10 +44,11 @@ from typing import Any
 from services.runtime.settings import SettingsError
 
 AUTO_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3)
-#: Share of ``--duration`` measured at a rate, by its fraction of the predicted knee (the
-#: first band it is under): half at light load, twice at the top judged rates, a quarter at
-#: and past the knee.
-DURATION_SHARES = ((0.3, 0.5), (0.6, 1.0), (0.85, 2.0), (1.0, 1.0), (math.inf, 0.25))
+#: Share of ``--duration`` measured at a rate below the predicted knee, by the first band
+#: (fraction of the knee) it is under: half at light load, twice at the top judged rates.
+DURATION_SHARES = ((0.3, 0.5), (0.6, 1.0), (0.85, 2.0), (1.0, 1.0))
+#: Share of ``--duration`` measured at rates at and past the predicted knee.
+PAST_KNEE_SHARE = 0.25
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,16 +240,17 @@ def predicted_knee(
 
 def rate_durations(rates: list[float], knee: float, duration_s: float) -> list[float]:
     """Measured seconds per rate (all passes), a share of ``duration_s`` by the rate's
-    fraction of the predicted knee (``DURATION_SHARES``). The time goes where a pass's p95
-    spreads most: in run 34 recommendation's 4-second passes spread by 13 % (cv) at a tenth
-    of its knee and by 47 % at 0.76 of it (the model alone, from the arrivals and service
-    times: 11 % and 28 %), so at the top judged rates the median over the passes needs
+    fraction of the predicted knee (``DURATION_SHARES``, ``PAST_KNEE_SHARE`` at and past
+    it). The time goes where a pass's p95 spreads most: in run 34 recommendation's 4-second
+    passes spread by 13 % (cv) at a tenth of its knee and by 47 % at 0.76 of it (the model
+    alone, from the arrivals and service times: 11 % and 28 %), so at the top judged rates
+    the median over the passes needs
     several times the calls for the same standard error. At and past the knee only the
     throughput counts (p95 is judged below 0.8 of the knee), and a count of completions
     settles far sooner than a p95."""
 
     def share(rate: float) -> float:
-        return next(s for upto, s in DURATION_SHARES if rate < upto * knee)
+        return next((s for upto, s in DURATION_SHARES if rate < upto * knee), PAST_KNEE_SHARE)
 
     return [duration_s * share(rate) for rate in rates]
 
