@@ -9,13 +9,14 @@ from typing import Any
 
 def write_report(path: Path, payload: dict[str, Any]) -> None:
     """One self-contained HTML file with inline SVG plots."""
-    from simulator.capacity.validate import COLUMNS
+    from simulator.capacity.validate import COLUMNS, chance_sentence
     from simulator.report import html_table, svg_line_chart, write_html
 
     sections = []
     for name, result in payload["services"].items():
         rows = result["rows"]
         rates = [r["rate"] for r in rows]
+        chance = chance_sentence(result)
         verdict = (
             f"<p>Knee (highest achieved throughput): measured "
             f"<b>{result['measured_knee_per_s']}/s</b>, predicted "
@@ -26,7 +27,7 @@ def write_report(path: Path, payload: dict[str, Any]) -> None:
             f"rates up to {payload['bounds']['below_knee']:.0%} of the measured knee: "
             f"{'within' if result['p95_ok'] else 'OFF'} ±"
             f"{payload['bounds']['p95_tolerance']:.0%}. Analytic model capacity "
-            f"{result['analytic_capacity_per_s']}/s.</p>"
+            f"{result['analytic_capacity_per_s']}/s.{' ' + chance if chance else ''}</p>"
         )
         latency = svg_line_chart(
             f"{name}.{result['rpc']}: latency vs offered rate",

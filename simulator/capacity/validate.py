@@ -177,9 +177,12 @@ def evaluate(
     p95_tolerance: float,
     knee_tolerance: float,
     below_knee: float,
+    replications: int = 1,
 ) -> dict[str, Any]:
     """Knees and the pass/fail of each bound for one service's ladder of rows (each with
-    ``rate``, measured ``m_*`` and predicted ``p_*`` fields); marks the judged rows."""
+    ``rate``, measured ``m_*`` and predicted ``p_*`` fields); marks the judged rows. Beside
+    the verdict, how likely a perfect model would have been to pass the p95 bound on these
+    rows (:func:`perfect_model_chance`; ``replications``: the model's, for its own spread)."""
     measured_knee = max(r["m_throughput"] for r in rows)
     predicted_knee = max(r["p_throughput"] for r in rows)
     knee_error = (predicted_knee - measured_knee) / measured_knee if measured_knee else float("inf")
@@ -195,6 +198,7 @@ def evaluate(
         p95_ok = p95_ok and r["p95_ok"]
     judged_count = sum(r["judged"] for r in rows)
     knee_ok = abs(knee_error) <= knee_tolerance
+    judged_rows = [r for r in rows if r["judged"]]
     return {
         "measured_knee_per_s": round(measured_knee, 1),
         "predicted_knee_per_s": round(predicted_knee, 1),
@@ -203,7 +207,100 @@ def evaluate(
         "p95_ok": p95_ok and judged_count > 0,
         "judged_rates": judged_count,
         "passed": knee_ok and p95_ok and judged_count > 0,
+        "perfect_model_p95_chance": {
+            "measured_spread": perfect_model_chance(judged_rows, p95_tolerance, spread="measured"),
+            "model_spread": perfect_model_chance(
+                judged_rows, p95_tolerance, spread="model", replications=replications
+            ),
+        },
     }
+
+
+#: Bootstrap resamples of the passes for the measured median's spread.
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def measured_median_spread(row: dict[str, Any]) -> float | None:
+    """The relative standard error of a row's judged measured p95 (the median over the
+    passes), bootstrapped from the passes' own p95s (``m_p95_passes``; a fixed seed, so the
+    same rows give the same answer). The passes are few and a disturbed one is far out, so
+    no normal shape is assumed for them. None with fewer than three passes."""
+    import numpy as np
+
+    passes = np.asarray(row.get("m_p95_passes") or [], dtype=float)
+    if passes.size < 3:
+        return None
+    median = float(np.median(passes))
+    if median <= 0:
+        return None
+    rng = np.random.default_rng(0)
+    resampled = passes[rng.integers(0, passes.size, (BOOTSTRAP_RESAMPLES, passes.size))]
+    return float(np.std(np.median(resampled, axis=1))) / median
+
+
+def perfect_model_chance(
+    judged_rows: list[dict[str, Any]],
+    tolerance: float,
+    *,
+    spread: str,
+    replications: int = 1,
+) -> float | None:
+    """How likely a *perfect* model (its expectation equal to the true p95 at every rate)
+    would be to meet the p95 bound at all ``judged_rows``, given how much the judged
+    statistic varies from run to run: the product over the rates of P(predicted / measured
+    within 1 ± ``tolerance``), with the log of that ratio normal around 0.
+
+    ``spread="measured"``: the measured median's spread, from the passes' own spread
+    (:func:`measured_median_spread`): what this run's machine gave. ``"model"``: the
+    spread of the same statistic over the model's replications (``p_p95_se`` x
+    sqrt(``replications``)): what a machine as steady as the model would give. Both add the
+    prediction's own uncertainty (``p_p95_se``). None when a spread is unknown.
+
+    It reads a verdict, it does not change one: a FAIL on a run where a perfect model passes
+    half the time says little about the model (docs/capacity.md, "Reading a verdict")."""
+    if not judged_rows:
+        return None
+    chance = 1.0
+    for row in judged_rows:
+        predicted_se = row.get("p_p95_se")
+        if predicted_se is None:
+            return None
+        if spread == "measured":
+            statistic_or_none = measured_median_spread(row)
+            if statistic_or_none is None:
+                return None
+            statistic = statistic_or_none
+        elif spread == "model":
+            if replications < 2:
+                return None
+            statistic = float(predicted_se) * math.sqrt(replications)
+        else:
+            raise ValueError(f"spread: expected 'measured' or 'model', got {spread!r}")
+        sigma = math.hypot(statistic, float(predicted_se))
+        if sigma <= 0:
+            continue
+        upper = math.log(1 + tolerance) / sigma
+        lower = math.log(1 - tolerance) / sigma
+        chance *= _normal_cdf(upper) - _normal_cdf(lower)
+    return round(chance, 3)
+
+
+def chance_sentence(result: dict[str, Any]) -> str:
+    """A service's ``perfect_model_p95_chance`` as a sentence; empty when unknown."""
+    chance = result.get("perfect_model_p95_chance") or {}
+    if chance.get("measured_spread") is None:
+        return ""
+    steady = chance.get("model_spread")
+    return (
+        f"A perfect model would meet this p95 bound with chance {chance['measured_spread']:.2f} "
+        "given this run's spread between passes"
+        + (f" ({steady:.2f} on a machine as steady as the model)" if steady is not None else "")
+        + "."
+    )
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
 
 
 def relative_error(predicted: float, measured: float) -> float | None:
@@ -599,6 +696,7 @@ def judge(
             p95_tolerance=args.p95_tolerance,
             knee_tolerance=args.knee_tolerance,
             below_knee=args.below_knee,
+            replications=args.model_replications,
         )
         verdict["analytic_capacity_per_s"] = round(capacity_per_s(service_cal, rpc), 1)
         results[name] = {"rpc": rpc, "rows": rows, **verdict}
@@ -649,5 +747,7 @@ def render_text(payload: dict[str, Any]) -> str:
             f"{payload['bounds']['p95_tolerance']:.0%} at {result['judged_rates']} judged rates: "
             f"{'ok' if result['p95_ok'] else 'OFF'}"
         )
+        if sentence := chance_sentence(result):
+            out.append(f"  {sentence}")
     out.append(f"\n{'PASS' if payload['passed'] else 'FAIL'}")
     return "\n".join(out)

@@ -297,3 +297,70 @@ def test_the_duration_goes_where_the_p95_spreads_most() -> None:
     # and 0.8 of the knee.
     auto = validate.rate_durations([400.0 * f for f in validate.AUTO_FRACTIONS], 400.0, 32.0)
     assert auto == [16.0, 16.0, 32.0, 32.0, 64.0, 64.0, 32.0, 8.0, 8.0, 8.0]
+
+
+def _judged(p95_passes: list[float], p_p95_se: float) -> dict[str, Any]:
+    median = float(np.median(p95_passes))
+    return {
+        **_row(20, 20, 20, median, median),
+        "m_p95_passes": p95_passes,
+        "m_p95_se": 0.0,
+        "p_p95_se": p_p95_se,
+        "judged": True,
+    }
+
+
+def test_a_perfect_models_chance_from_the_models_own_spread_matches_a_hand_computed_case() -> None:
+    # Relative standard error 0.05 over 4 replications: one replication's statistic varies by
+    # 0.10; with the prediction's own 0.05, log(predicted / measured) ~ N(0, 0.1118^2).
+    # P(0.85 <= ratio <= 1.15) = Phi(ln 1.15 / 0.1118) - Phi(ln 0.85 / 0.1118)
+    #                          = Phi(1.2501) - Phi(-1.4536) = 0.8944 - 0.0730 = 0.8214.
+    rows = [_judged([10.0] * 8, 0.05), _judged([20.0] * 8, 0.05)]
+    chance = validate.perfect_model_chance(rows, 0.15, spread="model", replications=4)
+    assert chance == pytest.approx(0.8214**2, abs=2e-3)
+    # One replication has no spread to read.
+    assert validate.perfect_model_chance(rows, 0.15, spread="model", replications=1) is None
+    assert validate.perfect_model_chance([], 0.15, spread="model", replications=4) is None
+
+
+def test_a_perfect_models_chance_falls_as_the_measured_passes_spread() -> None:
+    steady = [_judged([10.0] * 8, 0.0)]
+    assert validate.perfect_model_chance(steady, 0.15, spread="measured") == 1.0
+    # The same median, passes spread by +-10 % and by +-30 %.
+    some = [_judged([9.0, 11.0] * 4, 0.0)]
+    wide = [_judged([7.0, 13.0] * 4, 0.0)]
+    some_chance = validate.perfect_model_chance(some, 0.15, spread="measured")
+    wide_chance = validate.perfect_model_chance(wide, 0.15, spread="measured")
+    assert some_chance is not None and wide_chance is not None
+    assert 1.0 > some_chance > wide_chance > 0.0
+    # Every rate must pass: two such rates are less likely than one.
+    both = validate.perfect_model_chance(some + wide, 0.15, spread="measured")
+    assert both == pytest.approx(some_chance * wide_chance, abs=2e-3)
+    # Bootstrapped with a fixed seed: the same rows, the same answer.
+    assert validate.perfect_model_chance(some, 0.15, spread="measured") == some_chance
+    # Too few passes to read a spread from.
+    assert (
+        validate.perfect_model_chance([_judged([9.0, 11.0], 0.0)], 0.15, spread="measured") is None
+    )
+
+
+def test_the_perfect_models_chance_is_reported_beside_the_verdict_and_does_not_change_it() -> None:
+    rows = [_judged([9.0, 11.0] * 4, 0.02), _row(100, 100, 100, 50.0, 50.0)]
+    rows[1].update({"m_p95_passes": [50.0] * 8, "p_p95_se": 0.02})
+    verdict = evaluate(
+        rows, p95_tolerance=0.15, knee_tolerance=0.2, below_knee=0.8, replications=10
+    )
+    assert verdict["passed"]
+    chance = verdict["perfect_model_p95_chance"]
+    assert 0.0 < chance["measured_spread"] < 1.0
+    assert chance["model_spread"] == pytest.approx(
+        validate.perfect_model_chance([rows[0]], 0.15, spread="model", replications=10)
+    )
+    payload = {
+        "bounds": {"p95_tolerance": 0.15, "knee_tolerance": 0.2, "below_knee": 0.8},
+        "services": {"recommendation": {"rpc": "Recommend", "rows": rows, **verdict}},
+        "passed": verdict["passed"],
+    }
+    text = validate.render_text(payload)
+    assert f"with chance {chance['measured_spread']:.2f} given this run's spread" in text
+    assert text.rstrip().endswith("PASS")
