@@ -39,6 +39,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from services.runtime.settings import SettingsError
@@ -196,9 +197,9 @@ def evaluate(
             r["p95_error"] is not None and abs(r["p95_error"]) <= p95_tolerance
         )
         p95_ok = p95_ok and r["p95_ok"]
-    judged_count = sum(r["judged"] for r in rows)
-    knee_ok = abs(knee_error) <= knee_tolerance
     judged_rows = [r for r in rows if r["judged"]]
+    judged_count = len(judged_rows)
+    knee_ok = abs(knee_error) <= knee_tolerance
     return {
         "measured_knee_per_s": round(measured_knee, 1),
         "predicted_knee_per_s": round(predicted_knee, 1),
@@ -266,22 +267,19 @@ def perfect_model_chance(
         if predicted_se is None:
             return None
         if spread == "measured":
-            statistic_or_none = measured_median_spread(row)
-            if statistic_or_none is None:
-                return None
-            statistic = statistic_or_none
+            statistic = measured_median_spread(row)
         elif spread == "model":
-            if replications < 2:
-                return None
-            statistic = float(predicted_se) * math.sqrt(replications)
+            statistic = float(predicted_se) * math.sqrt(replications) if replications > 1 else None
         else:
             raise ValueError(f"spread: expected 'measured' or 'model', got {spread!r}")
+        if statistic is None:
+            return None
         sigma = math.hypot(statistic, float(predicted_se))
         if sigma <= 0:
             continue
         upper = math.log(1 + tolerance) / sigma
         lower = math.log(1 - tolerance) / sigma
-        chance *= _normal_cdf(upper) - _normal_cdf(lower)
+        chance *= NormalDist().cdf(upper) - NormalDist().cdf(lower)
     return round(chance, 3)
 
 
@@ -297,10 +295,6 @@ def chance_sentence(result: dict[str, Any]) -> str:
         + (f" ({steady:.2f} on a machine as steady as the model)" if steady is not None else "")
         + "."
     )
-
-
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
 
 
 def relative_error(predicted: float, measured: float) -> float | None:
