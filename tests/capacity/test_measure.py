@@ -3,6 +3,7 @@ differences over a job, pooled over passes."""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.runtime.metrics import BatchMetrics
@@ -54,3 +55,23 @@ def test_an_endpoint_that_does_not_answer_leaves_the_measurement_without_batches
 
     assert _counts_or_none(None, "intent") is None
     assert _counts_or_none(f"http://127.0.0.1:{free_port()}/metrics", "intent") is None
+
+
+def test_a_closed_loop_counts_every_call_that_finishes_in_its_window() -> None:
+    # 16 callers, 200 ms a call, a window of 400 ms after 500 ms of warm-up: calls finish
+    # at 0.2, 0.4, 0.6, 0.8 and 1.0 s, two rounds of them in [0.5, 0.9] (100 ms from either
+    # edge), 80 calls a second. Counting only the calls also sent inside the window saw the
+    # round sent at 0.6 s alone (40/s) and, of calls whose time varies, only the short ones
+    # near the window's end.
+    import asyncio
+
+    from simulator.capacity.measure import ClosedJob, Workload, _closed
+
+    async def call(_index: int) -> None:
+        await asyncio.sleep(0.2)
+
+    job = ClosedJob(Workload("echo", "Echo", "unused:0"), 16, 0.4, 0.5)
+    result = asyncio.run(_closed(job, call))
+    assert result.completed == 32
+    assert result.throughput == pytest.approx(16 / 0.2)
+    assert min(result.latencies_ms) >= 200.0
