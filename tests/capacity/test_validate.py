@@ -326,22 +326,49 @@ def test_a_perfect_models_chance_from_the_models_own_spread_matches_a_hand_compu
 def test_a_perfect_models_chance_falls_as_the_measured_passes_spread() -> None:
     steady = [_judged([10.0] * 8, 0.0)]
     assert validate.perfect_model_chance(steady, 0.15, spread="measured") == 1.0
-    # The same median, passes spread by +-10 % and by +-30 %.
+    # Passes within +-10 % of the median: no resample's median leaves that range.
     some = [_judged([9.0, 11.0] * 4, 0.0)]
-    wide = [_judged([7.0, 13.0] * 4, 0.0)]
-    some_chance = validate.perfect_model_chance(some, 0.15, spread="measured")
+    assert validate.perfect_model_chance(some, 0.15, spread="measured") == 1.0
+    # Passes at -20 % and +20 %: a resample's median is 8, 10 or 12, and only 10 (four
+    # draws of each, C(8, 4) / 2^8 = 70 / 256 = 0.273) is within 15 %.
+    wide = [_judged([8.0, 12.0] * 4, 0.0)]
     wide_chance = validate.perfect_model_chance(wide, 0.15, spread="measured")
-    assert some_chance is not None and wide_chance is not None
-    assert 1.0 > some_chance > wide_chance > 0.0
-    # Every rate must pass: two such rates are less likely than one.
-    both = validate.perfect_model_chance(some + wide, 0.15, spread="measured")
-    assert both == pytest.approx(some_chance * wide_chance, abs=2e-3)
+    assert wide_chance == pytest.approx(70 / 256, abs=0.03)
+    # The prediction's own uncertainty moves the ratio too: a perfect model's chance falls.
+    unsure = [_judged([9.0, 11.0] * 4, 0.1)]
+    unsure_chance = validate.perfect_model_chance(unsure, 0.15, spread="measured")
+    assert unsure_chance is not None and 0.5 < unsure_chance < 1.0
     # Bootstrapped with a fixed seed: the same rows, the same answer.
-    assert validate.perfect_model_chance(some, 0.15, spread="measured") == some_chance
+    assert validate.perfect_model_chance(wide, 0.15, spread="measured") == wide_chance
     # Too few passes to read a spread from.
     assert (
         validate.perfect_model_chance([_judged([9.0, 11.0], 0.0)], 0.15, spread="measured") is None
     )
+    # Passes of unequal counts cannot be drawn jointly.
+    uneven = [_judged([9.0, 11.0] * 4, 0.0), _judged([9.0, 11.0] * 3, 0.0)]
+    assert validate.perfect_model_chance(uneven, 0.15, spread="measured") is None
+
+
+def test_passes_that_slow_every_rate_together_are_drawn_together() -> None:
+    # Pass k of every rate ran in the same minutes. Two rates whose slow passes coincide
+    # fall inside or outside the bound together, so meeting it at both is as likely as at
+    # one; the same spreads with the slow passes apart must both be lucky at once.
+    slow_in_odd_passes = [8.0, 12.0] * 4
+    slow_in_late_pairs = [8.0, 8.0, 12.0, 12.0] * 2
+    one = validate.perfect_model_chance([_judged(slow_in_odd_passes, 0.0)], 0.15, spread="measured")
+    together = validate.perfect_model_chance(
+        [_judged(slow_in_odd_passes, 0.0), _judged([2 * v for v in slow_in_odd_passes], 0.0)],
+        0.15,
+        spread="measured",
+    )
+    apart = validate.perfect_model_chance(
+        [_judged(slow_in_odd_passes, 0.0), _judged(slow_in_late_pairs, 0.0)],
+        0.15,
+        spread="measured",
+    )
+    assert one is not None and together is not None and apart is not None
+    assert together == pytest.approx(one)
+    assert 0.0 < apart < together - 0.1
 
 
 def test_the_perfect_models_chance_is_reported_beside_the_verdict_and_does_not_change_it() -> None:
