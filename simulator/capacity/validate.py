@@ -39,7 +39,6 @@ import json
 import math
 import sys
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 from services.runtime.settings import SettingsError
@@ -233,16 +232,16 @@ def measured_median_deviations(judged_rows: list[dict[str, Any]]) -> Any:
     The resampled medians are kept as they fall, not summarised by a standard deviation: a
     disturbed pass is far out, and a normal shape with its width overstates how often the
     median moves by 15 %. A fixed seed, so the same rows give the same answer. None with
-    fewer than three passes, passes of unequal counts or a median that is not positive."""
+    fewer than three passes, passes of unequal counts or a pass's p95 that is not positive."""
     import numpy as np
 
     counts = {len(row.get("m_p95_passes") or []) for row in judged_rows}
     if len(counts) != 1 or min(counts) < 3:
         return None
     passes = np.asarray([row["m_p95_passes"] for row in judged_rows], dtype=float)
-    medians = np.median(passes, axis=1)
-    if np.any(medians <= 0) or np.any(passes <= 0):
+    if np.any(passes <= 0):
         return None
+    medians = np.median(passes, axis=1)
     count = passes.shape[1]
     drawn = np.random.default_rng(0).integers(0, count, (BOOTSTRAP_RESAMPLES, count))
     resampled = np.median(passes[:, drawn], axis=2)  # rates x resamples
@@ -292,21 +291,19 @@ def perfect_model_chance(
         if replications <= 1:
             return None
         sigma = np.hypot(predicted_se * math.sqrt(replications), predicted_se)
-        inside = _normal_mass(np.full_like(sigma, lower), np.full_like(sigma, upper), sigma)
-        return round(float(np.prod(inside)), 3)
+        return round(float(np.prod(_normal_mass(lower, upper, sigma))), 3)
     raise ValueError(f"spread: expected 'measured' or 'model', got {spread!r}")
 
 
 def _normal_mass(lower: Any, upper: Any, sigma: Any) -> Any:
-    """P(lower <= X <= upper) for X ~ N(0, sigma^2), elementwise (numpy arrays, ``sigma``
-    broadcast along the last axis); a zero sigma puts all of X at 0."""
+    """P(lower <= X <= upper) for X ~ N(0, sigma^2), elementwise (numbers or numpy arrays,
+    ``sigma`` broadcast along the last axis); a zero sigma puts all of X at 0."""
     import numpy as np
+    from scipy.special import ndtr
 
-    cdf = np.vectorize(NormalDist().cdf, otypes=[float])
     safe = np.where(sigma > 0, sigma, 1.0)
-    spread = cdf(upper / safe) - cdf(lower / safe)
-    at_zero = ((lower <= 0) & (upper >= 0)).astype(float)
-    return np.where(sigma > 0, spread, at_zero)
+    at_zero = np.logical_and(lower <= 0, upper >= 0)
+    return np.where(sigma > 0, ndtr(upper / safe) - ndtr(lower / safe), at_zero)
 
 
 def chance_sentence(result: dict[str, Any]) -> str:
