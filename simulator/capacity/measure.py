@@ -17,6 +17,7 @@ import csv
 import gzip
 import math
 import multiprocessing
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,8 +36,15 @@ WORKLOADS = {
 
 @dataclass(frozen=True)
 class Workload:
-    """What to call: ``service.rpc`` at ``target`` with inputs drawn round-robin from
-    ``inputs`` (user ids for Recommend, texts for Classify, ignored for Echo)."""
+    """What to call: ``service.rpc`` at ``target`` with an input drawn at random for each call
+    from ``inputs`` (user ids for Recommend, texts for Classify, ignored for Echo).
+
+    At random, not in a fixed order from each job's first call: inputs differ in cost (a
+    lone Recommend call for one of the default model's 788 users takes 1.4-36 ms, median 4.4), and when every job walked
+    the same order from its start, a job's length decided which inputs it measured: the
+    calibration's short open-loop runs the first 190-370 of that order, the validation's
+    longer ones up to the first thousand. The same service at the same rate then ran its
+    batches 10-16 % longer under the validation ladder (docs/capacity.md, "Runs 43-44")."""
 
     service: str
     rpc: str
@@ -298,14 +306,17 @@ def load_texts(limit: int = 2000) -> tuple[str, ...]:
     return tuple(rows)
 
 
-def _make_call(workload: Workload, channel: Any) -> Callable[[int], Awaitable[Any]]:
+def _make_call(
+    workload: Workload, channel: Any, draw: random.Random
+) -> Callable[[], Awaitable[Any]]:
+    """One call of ``workload`` on ``channel``, its input drawn from ``draw`` (``Workload``)."""
     if workload.service == "echo":
         from shoptwin.v1 import echo_pb2, echo_pb2_grpc
 
         echo = echo_pb2_grpc.EchoServiceStub(channel)
         request = echo_pb2.EchoRequest(payload=b"x" * 64)
 
-        async def call_echo(_index: int) -> Any:
+        async def call_echo() -> Any:
             return await echo.Echo(request)
 
         return call_echo
@@ -316,8 +327,8 @@ def _make_call(workload: Workload, channel: Any) -> Callable[[int], Awaitable[An
         users = workload.inputs or tuple(f"user-{i}" for i in range(100))
         requests = [recommendation_pb2.RecommendRequest(user_id=u, k=workload.k) for u in users]
 
-        async def call_recommend(index: int) -> Any:
-            return await rec.Recommend(requests[(index * 7919) % len(requests)])
+        async def call_recommend() -> Any:
+            return await rec.Recommend(requests[draw.randrange(len(requests))])
 
         return call_recommend
     if workload.service == "intent":
@@ -327,32 +338,29 @@ def _make_call(workload: Workload, channel: Any) -> Callable[[int], Awaitable[An
         texts = workload.inputs or ("where is my order",)
         requests_i = [intent_pb2.ClassifyRequest(text=t, skip_order_lookup=True) for t in texts]
 
-        async def call_classify(index: int) -> Any:
-            return await intent.Classify(requests_i[(index * 7919) % len(requests_i)])
+        async def call_classify() -> Any:
+            return await intent.Classify(requests_i[draw.randrange(len(requests_i))])
 
         return call_classify
     raise ValueError(f"workload: unknown {workload.service}.{workload.rpc}")
 
 
-async def _closed(job: ClosedJob, call: Callable[[int], Awaitable[Any]]) -> LoadResult:
+async def _closed(job: ClosedJob, call: Callable[[], Awaitable[Any]]) -> LoadResult:
     loop = asyncio.get_running_loop()
     start = loop.time()
     measure_from = start + job.warmup_s
     stop_at = measure_from + job.duration_s
     latencies: list[float] = []
     errors = 0
-    counter = 0
 
     async def worker() -> None:
-        nonlocal errors, counter
+        nonlocal errors
         while True:
             sent = loop.time()
             if sent >= stop_at:
                 return
-            index = counter
-            counter += 1
             try:
-                await call(index)
+                await call()
             except Exception:
                 if measure_from <= loop.time() <= stop_at:
                     errors += 1
@@ -380,7 +388,7 @@ async def _closed(job: ClosedJob, call: Callable[[int], Awaitable[Any]]) -> Load
     )
 
 
-async def _open(job: OpenJob, call: Callable[[int], Awaitable[Any]]) -> LoadResult:
+async def _open(job: OpenJob, call: Callable[[], Awaitable[Any]]) -> LoadResult:
     loop = asyncio.get_running_loop()
     arrivals = poisson_arrivals(job.rate, job.warmup_s + job.duration_s, job.seed)
     start = loop.time() + 0.05
@@ -396,12 +404,12 @@ async def _open(job: OpenJob, call: Callable[[int], Awaitable[Any]]) -> LoadResu
 
     send_lag: list[float] = []
 
-    async def one(index: int, scheduled: float) -> None:
+    async def one(scheduled: float) -> None:
         nonlocal errors, in_flight, completions_in_window
         if scheduled >= measure_from:
             send_lag.append((loop.time() - scheduled) * 1000.0)
         try:
-            await asyncio.wait_for(call(index), job.timeout_s)
+            await asyncio.wait_for(call(), job.timeout_s)
         except Exception:
             if scheduled >= measure_from:
                 errors += 1
@@ -414,7 +422,7 @@ async def _open(job: OpenJob, call: Callable[[int], Awaitable[Any]]) -> LoadResu
         if scheduled >= measure_from:
             latencies.append((done - scheduled) * 1000.0)
 
-    for index, offset in enumerate(arrivals.tolist()):
+    for offset in arrivals.tolist():
         scheduled = start + offset
         delay = scheduled - loop.time()
         if delay > 0:
@@ -425,7 +433,7 @@ async def _open(job: OpenJob, call: Callable[[int], Awaitable[Any]]) -> LoadResu
             drops += measured
             continue
         in_flight += 1
-        task = asyncio.create_task(one(index, scheduled))
+        task = asyncio.create_task(one(scheduled))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -444,7 +452,7 @@ async def _open(job: OpenJob, call: Callable[[int], Awaitable[Any]]) -> LoadResu
     )
 
 
-async def _run_jobs(jobs: Sequence[ClosedJob | OpenJob]) -> list[LoadResult]:
+async def _run_jobs(jobs: Sequence[ClosedJob | OpenJob], draw: random.Random) -> list[LoadResult]:
     from services.runtime.client import ChannelOptions, create_aio_channel
 
     results: list[LoadResult] = []
@@ -456,7 +464,7 @@ async def _run_jobs(jobs: Sequence[ClosedJob | OpenJob]) -> list[LoadResult]:
                 channels[target] = create_aio_channel(
                     target, ChannelOptions(retry=None, default_timeout_s=30.0)
                 )
-            call = _make_call(job.workload, channels[target])
+            call = _make_call(job.workload, channels[target], draw)
             url = job.workload.metrics_url
             # Between jobs nothing is in flight, so a blocking scrape holds nothing up.
             before = _counts_or_none(url, job.workload.service)
@@ -476,25 +484,28 @@ async def _run_jobs(jobs: Sequence[ClosedJob | OpenJob]) -> list[LoadResult]:
     return results
 
 
-def _serve(connection: Any) -> None:
-    """The generator process: run each batch of jobs received, send the results back."""
+def _serve(connection: Any, input_seed: int) -> None:
+    """The generator process: run each batch of jobs received, send the results back. One
+    stream of input draws for the process's life, so each job gets inputs of its own."""
+    draw = random.Random(input_seed)
     while True:
         jobs = connection.recv()
         if jobs is None:
             return
         try:
-            connection.send(("ok", asyncio.run(_run_jobs(jobs))))
+            connection.send(("ok", asyncio.run(_run_jobs(jobs, draw))))
         except Exception as exc:  # report to the parent instead of dying silently
             connection.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class LoadGenerator:
-    """A generator process (``spawn``); create it before this process initialises gRPC."""
+    """A generator process (``spawn``); create it before this process initialises gRPC.
+    ``input_seed`` seeds the draw of each call's input (``Workload``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, input_seed: int = 0) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child,), daemon=True)
+        self._process = context.Process(target=_serve, args=(child, input_seed), daemon=True)
         self._process.start()
         child.close()
 

@@ -67,7 +67,7 @@ def test_a_closed_loop_counts_every_call_that_finishes_in_its_window() -> None:
 
     from simulator.capacity.measure import ClosedJob, Workload, _closed
 
-    async def call(_index: int) -> None:
+    async def call() -> None:
         await asyncio.sleep(0.2)
 
     job = ClosedJob(Workload("echo", "Echo", "unused:0"), 16, 0.4, 0.5)
@@ -75,3 +75,51 @@ def test_a_closed_loop_counts_every_call_that_finishes_in_its_window() -> None:
     assert result.completed == 32
     assert result.throughput == pytest.approx(16 / 0.2)
     assert min(result.latencies_ms) >= 200.0
+
+
+class _RecordingChannel:
+    """Stands in for a grpc.aio channel: every unary call returns at once and records its
+    request."""
+
+    def __init__(self) -> None:
+        self.requests: list[object] = []
+
+    def unary_unary(self, *_args: object, **_kwargs: object) -> object:
+        async def invoke(request: object, **_call_kwargs: object) -> None:
+            self.requests.append(request)
+
+        return invoke
+
+    stream_stream = unary_stream = stream_unary = unary_unary
+
+
+def test_each_call_draws_its_input_so_a_jobs_length_does_not_choose_its_inputs() -> None:
+    # Inputs differ in cost, and when every job walked one fixed order from its first call
+    # a short job measured only the head of that order (docs/capacity.md, "Runs 43-44").
+    # Two jobs now get different inputs, and the calls together cover them evenly.
+    import asyncio
+    import random
+    from collections import Counter
+
+    from simulator.capacity.measure import Workload, _make_call
+
+    users = tuple(f"user-{i}" for i in range(50))
+    workload = Workload("recommendation", "Recommend", "unused:0", users)
+    draw = random.Random(0)
+
+    def job(calls: int) -> list[str]:
+        channel = _RecordingChannel()
+        call = _make_call(workload, channel, draw)
+
+        async def run() -> None:
+            for _ in range(calls):
+                await call()
+
+        asyncio.run(run())
+        return [request.user_id for request in channel.requests]  # type: ignore[attr-defined]
+
+    first, second = job(20), job(20)
+    assert first != second
+    counts = Counter(job(5000))
+    assert set(counts) == set(users)
+    assert max(counts.values()) < 1.4 * 5000 / 50 and min(counts.values()) > 0.6 * 5000 / 50
