@@ -208,7 +208,7 @@ class Calibrator:
             )[0]
         )
         for name in self.services:
-            best = max(r.summary()["throughput"] for r in self._levels(name))
+            best = self.best_throughput(name)
             light_rate = max(LIGHT_FRACTION * best, 5.0)
             workload = self.running.workloads[name]
             self.light[name].append(
@@ -224,6 +224,10 @@ class Calibrator:
                     ]
                 )
             )
+
+    def best_throughput(self, name: str) -> float:
+        """The highest throughput of ``name``'s ladder so far (its passes pooled), calls/s."""
+        return float(max(r.summary()["throughput"] for r in self._levels(name)))
 
     def _levels(self, name: str, only_pass: int | None = None) -> list[Any]:
         """The ladder's levels of ``name`` (or echo), the passes so far pooled (or one)."""

@@ -40,11 +40,12 @@ class Workload:
     from ``inputs`` (user ids for Recommend, texts for Classify, ignored for Echo).
 
     At random, not in a fixed order from each job's first call: inputs differ in cost (a
-    lone Recommend call for one of the default model's 788 users takes 1.4-36 ms, median 4.4), and when every job walked
-    the same order from its start, a job's length decided which inputs it measured: the
-    calibration's short open-loop runs the first 190-370 of that order, the validation's
-    longer ones up to the first thousand. The same service at the same rate then ran its
-    batches 10-16 % longer under the validation ladder (docs/capacity.md, "Runs 43-44")."""
+    lone Recommend for one of the default model's 788 users takes 1.4-36 ms, median 4.4),
+    and when every job walked the same order from its start, a job's length chose the inputs
+    it measured. The calibration's short open-loop runs measured the head of the order, the
+    validation's longer runs costlier users further in: at 149 calls/s recommendation's
+    batches ran 9 % longer in a 2-second run than in 0.75-second ones (docs/capacity.md,
+    "Runs 43-44")."""
 
     service: str
     rpc: str

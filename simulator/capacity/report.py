@@ -9,7 +9,7 @@ from typing import Any
 
 def write_report(path: Path, payload: dict[str, Any]) -> None:
     """One self-contained HTML file with inline SVG plots."""
-    from simulator.capacity.validate import COLUMNS, chance_sentence
+    from simulator.capacity.validate import COLUMNS, chance_sentence, knee_note
     from simulator.report import html_table, svg_line_chart, write_html
 
     sections = []
@@ -22,7 +22,8 @@ def write_report(path: Path, payload: dict[str, Any]) -> None:
             f"<b>{result['measured_knee_per_s']}/s</b>, predicted "
             f"<b>{result['predicted_knee_per_s']}/s</b> ({result['knee_error']:+.1%}, "
             f"{'within' if result['knee_ok'] else 'OFF'} ±"
-            f"{payload['bounds']['knee_tolerance']:.0%}). p95 (median over the passes) at the "
+            f"{payload['bounds']['knee_tolerance']:.0%}{knee_note(result)}). "
+            "p95 (median over the passes) at the "
             f"{result['judged_rates']} "
             f"rates up to {payload['bounds']['below_knee']:.0%} of the measured knee: "
             f"{'within' if result['p95_ok'] else 'OFF'} ±"

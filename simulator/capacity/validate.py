@@ -49,6 +49,10 @@ AUTO_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3)
 DURATION_SHARES = ((0.3, 0.5), (0.6, 1.0), (0.85, 2.0), (1.0, 1.0))
 #: Share of ``--duration`` measured at rates at and past the predicted knee.
 PAST_KNEE_SHARE = 0.25
+#: The ladder reached the measured knee only if its top rate was served at less than this
+#: share of the offered rate: a service that kept up with every rate offered has a knee
+#: above the ladder, and the highest throughput is only the top rate (run 44).
+KNEE_REACHED_SHARE = 0.95
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,12 +184,15 @@ def evaluate(
     replications: int = 1,
 ) -> dict[str, Any]:
     """Knees and the pass/fail of each bound for one service's ladder of rows (each with
-    ``rate``, measured ``m_*`` and predicted ``p_*`` fields); marks the judged rows. Beside
-    the verdict, how likely a perfect model would have been to pass the p95 bound on these
+    ``rate``, measured ``m_*`` and predicted ``p_*`` fields); marks the judged rows. The knee
+    bound fails when the ladder did not reach the measured knee (``KNEE_REACHED_SHARE``).
+    Beside the verdict, how likely a perfect model would have been to pass the p95 bound on these
     rows (:func:`perfect_model_chance`; ``replications``: the model's, for its own spread)."""
     measured_knee = max(r["m_throughput"] for r in rows)
     predicted_knee = max(r["p_throughput"] for r in rows)
     knee_error = (predicted_knee - measured_knee) / measured_knee if measured_knee else float("inf")
+    top = max(rows, key=lambda r: r["rate"])
+    knee_reached = top["m_throughput"] < KNEE_REACHED_SHARE * top["rate"]
     p95_ok = True
     for r in rows:
         judged = r["rate"] <= below_knee * measured_knee
@@ -198,9 +205,10 @@ def evaluate(
         p95_ok = p95_ok and r["p95_ok"]
     judged_rows = [r for r in rows if r["judged"]]
     judged_count = len(judged_rows)
-    knee_ok = abs(knee_error) <= knee_tolerance
+    knee_ok = knee_reached and abs(knee_error) <= knee_tolerance
     return {
         "measured_knee_per_s": round(measured_knee, 1),
+        "knee_reached": knee_reached,
         "predicted_knee_per_s": round(predicted_knee, 1),
         "knee_error": round(knee_error, 3),
         "knee_ok": knee_ok,
@@ -592,8 +600,8 @@ def measure(
     10-40 % over a quarter of an hour (echo's back-to-back latency 0.71-1.14 ms between runs),
     and at 70 % of a knee a few per cent of service time is tens of per cent of p95: a
     calibration taken before the whole ladder predicted a different machine. The rates of
-    ``--rates auto`` come from a fit of the first calibration pass; the predictions from the
-    fit of all of them."""
+    ``--rates auto`` come from a fit of the first calibration pass (with its ladder's best
+    throughput as a floor for the knee); the predictions from the fit of all of them."""
     from simulator.capacity.calibrate import Calibrator, build_calibration, provenance_for
     from simulator.capacity.harness import MEASURABLE
     from simulator.capacity.measure import ClosedJob
@@ -634,6 +642,11 @@ def measure(
             seed=args.seed,
             max_in_flight=args.max_in_flight,
         )
+        if calibrator is not None:
+            # The first pass's fit can fall far short of the service (run 44: 270/s, where its
+            # own ladder reached 475/s and the service 536/s), and a ladder that stops below
+            # the knee cannot judge it: the ladder's best throughput is a floor for the knee.
+            knee = max(knee, calibrator.best_throughput(name))
         rates[name] = checked["rates"] or [round(knee * f, 1) for f in AUTO_FRACTIONS]
         per_pass_s[name] = [
             d / args.passes for d in rate_durations(rates[name], knee, args.duration)
@@ -749,6 +762,17 @@ def judge(
     return 0 if payload["passed"] else 1
 
 
+def knee_note(result: dict[str, Any]) -> str:
+    """Why a knee is not judged: the ladder's top rate was served (empty when it was not)."""
+    if result.get("knee_reached", True):
+        return ""
+    top = max(result["rows"], key=lambda r: r["rate"])
+    return (
+        f" (not reached: the top rate {top['rate']}/s was served at {top['m_throughput']}/s; "
+        "give --rates up past the knee)"
+    )
+
+
 def render_text(payload: dict[str, Any]) -> str:
     """The side-by-side table per service (m_ measured, p_ predicted) and the verdicts."""
     from services.runtime.bench import render_table
@@ -760,7 +784,7 @@ def render_text(payload: dict[str, Any]) -> str:
         out.append(
             f"knee: measured {result['measured_knee_per_s']}/s, predicted "
             f"{result['predicted_knee_per_s']}/s ({result['knee_error']:+.1%}) "
-            f"{'ok' if result['knee_ok'] else 'OFF'}; p95 within ±"
+            f"{'ok' if result['knee_ok'] else 'OFF'}{knee_note(result)}; p95 within ±"
             f"{payload['bounds']['p95_tolerance']:.0%} at {result['judged_rates']} judged rates: "
             f"{'ok' if result['p95_ok'] else 'OFF'}"
         )

@@ -372,7 +372,7 @@ def test_passes_that_slow_every_rate_together_are_drawn_together() -> None:
 
 
 def test_the_perfect_models_chance_is_reported_beside_the_verdict_and_does_not_change_it() -> None:
-    rows = [_judged([9.0, 11.0] * 4, 0.02), _row(100, 100, 100, 50.0, 50.0)]
+    rows = [_judged([9.0, 11.0] * 4, 0.02), _row(120, 100, 100, 50.0, 50.0)]
     rows[1].update({"m_p95_passes": [50.0] * 8, "p_p95_se": 0.02})
     verdict = evaluate(
         rows, p95_tolerance=0.15, knee_tolerance=0.2, below_knee=0.8, replications=10
@@ -391,3 +391,56 @@ def test_the_perfect_models_chance_is_reported_beside_the_verdict_and_does_not_c
     text = validate.render_text(payload)
     assert f"with chance {chance['measured_spread']:.2f} given this run's spread" in text
     assert text.rstrip().endswith("PASS")
+
+
+def test_the_auto_ladder_reaches_at_least_the_first_passs_best_throughput(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run 44: the first calibration pass's fit put the knee at 270/s where its own ladder
+    # had reached 475/s, and the ladder's top rate (1.3x the knee) was served in full: the
+    # knee went unmeasured. The ladder's best throughput is now a floor for the knee.
+    monkeypatch.setattr(validate, "predicted_knee", lambda *_a, **_k: 100.0)
+    generator = _RecordingGenerator(slow_from=10_000)
+    workloads = {
+        "echo": Workload("echo", "Echo", "x"),
+        "recommendation": Workload("recommendation", "Recommend", "x"),
+    }
+    args = argparse.Namespace(
+        calibration_duration=1.0,
+        warmup=0.1,
+        workers=1,
+        passes=1,
+        duration=1.0,
+        max_in_flight=64,
+        seed=7,
+        out=tmp_path,
+    )
+    checked = {"services": ["recommendation"], "ladder": [1, 4, 8], "rates": None}
+    checked["calibration"] = None
+    _, _, rates, _ = validate.measure(
+        args, checked, generator, Running({}, workloads), lambda _m: None
+    )
+    # The fake service at 8 callers: 8 calls per 0.8 + 1.6 + 1 + 2.4 = 5.8 ms.
+    best = 8 * 1000.0 / 5.8
+    expected = [round(best * f, 1) for f in validate.AUTO_FRACTIONS]
+    assert rates["recommendation"] == pytest.approx(expected, rel=0.02)
+
+
+def test_a_ladder_that_never_reached_the_knee_fails_the_knee_bound() -> None:
+    # Every rate served in full: the highest throughput is the top rate, not the knee, and
+    # the prediction's agreement with it says nothing.
+    rows = [_row(20, 20, 20, 10.0, 10.0), _row(100, 99, 100, 30.0, 30.0)]
+    verdict = evaluate(rows, p95_tolerance=0.15, knee_tolerance=0.2, below_knee=0.8)
+    assert abs(verdict["knee_error"]) < 0.2 and verdict["p95_ok"]
+    assert not verdict["knee_reached"] and not verdict["knee_ok"] and not verdict["passed"]
+    verdict["rpc"], verdict["rows"] = "Recommend", rows
+    payload = {
+        "services": {"recommendation": verdict},
+        "bounds": {"p95_tolerance": 0.15, "knee_tolerance": 0.2, "below_knee": 0.8},
+        "passed": False,
+    }
+    assert "not reached: the top rate 100/s was served at 99/s" in validate.render_text(payload)
+    # One that fell behind at its top rate did reach it.
+    rows = [_row(20, 20, 20, 10.0, 10.0), _row(100, 90, 92, 30.0, 30.0)]
+    verdict = evaluate(rows, p95_tolerance=0.15, knee_tolerance=0.2, below_knee=0.8)
+    assert verdict["knee_reached"] and verdict["knee_ok"]
