@@ -186,8 +186,9 @@ def evaluate(
     """Knees and the pass/fail of each bound for one service's ladder of rows (each with
     ``rate``, measured ``m_*`` and predicted ``p_*`` fields); marks the judged rows. The knee
     bound fails when the ladder did not reach the measured knee (``KNEE_REACHED_SHARE``).
-    Beside the verdict, how likely a perfect model would have been to pass the p95 bound on these
-    rows (:func:`perfect_model_chance`; ``replications``: the model's, for its own spread)."""
+    Beside the verdict, how likely a perfect model would have been to pass the p95 bound on
+    these rows (:func:`perfect_model_chance`; ``replications``: the model's, for its own
+    spread)."""
     measured_knee = max(r["m_throughput"] for r in rows)
     predicted_knee = max(r["p_throughput"] for r in rows)
     knee_error = (predicted_knee - measured_knee) / measured_knee if measured_knee else float("inf")
@@ -763,7 +764,8 @@ def judge(
 
 
 def knee_note(result: dict[str, Any]) -> str:
-    """Why a knee is not judged: the ladder's top rate was served (empty when it was not)."""
+    """Why the knee bound failed without a knee: the ladder's top rate was served in full
+    (empty when the ladder reached the knee)."""
     if result.get("knee_reached", True):
         return ""
     top = max(result["rows"], key=lambda r: r["rate"])
