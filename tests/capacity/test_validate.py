@@ -162,25 +162,34 @@ class _RecordingGenerator:
         return results
 
 
+def _workloads() -> dict[str, Workload]:
+    return {
+        "echo": Workload("echo", "Echo", "x"),
+        "recommendation": Workload("recommendation", "Recommend", "x"),
+    }
+
+
+def _measure_args(out: Path, passes: int) -> argparse.Namespace:
+    """``validate.measure``'s arguments: a second of each, ``passes`` passes."""
+    return argparse.Namespace(
+        calibration_duration=1.0,
+        warmup=0.1,
+        workers=1,
+        passes=passes,
+        duration=1.0,
+        max_in_flight=64,
+        seed=7,
+        out=out,
+    )
+
+
 def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     tmp_path: Path,
 ) -> None:
     # Slower from the second calibration pass on (job 17, see the order below).
     generator = _RecordingGenerator(slow_from=17)
-    workloads = {
-        "echo": Workload("echo", "Echo", "x"),
-        "recommendation": Workload("recommendation", "Recommend", "x"),
-    }
-    args = argparse.Namespace(
-        calibration_duration=1.0,
-        warmup=0.1,
-        workers=1,
-        passes=3,
-        duration=1.0,
-        max_in_flight=64,
-        seed=7,
-        out=tmp_path,
-    )
+    workloads = _workloads()
+    args = _measure_args(tmp_path, passes=3)
     checked = {
         "services": ["recommendation"],
         "ladder": [1, 4, 8],
@@ -400,25 +409,14 @@ def test_the_auto_ladder_reaches_at_least_the_first_passs_best_throughput(
     # had reached 475/s, and the ladder's top rate (1.3x the knee) was served in full: the
     # knee went unmeasured. The ladder's best throughput is now a floor for the knee.
     monkeypatch.setattr(validate, "predicted_knee", lambda *_a, **_k: 100.0)
-    generator = _RecordingGenerator(slow_from=10_000)
-    workloads = {
-        "echo": Workload("echo", "Echo", "x"),
-        "recommendation": Workload("recommendation", "Recommend", "x"),
-    }
-    args = argparse.Namespace(
-        calibration_duration=1.0,
-        warmup=0.1,
-        workers=1,
-        passes=1,
-        duration=1.0,
-        max_in_flight=64,
-        seed=7,
-        out=tmp_path,
-    )
     checked = {"services": ["recommendation"], "ladder": [1, 4, 8], "rates": None}
     checked["calibration"] = None
     _, _, rates, _ = validate.measure(
-        args, checked, generator, Running({}, workloads), lambda _m: None
+        _measure_args(tmp_path, passes=1),
+        checked,
+        _RecordingGenerator(slow_from=10_000),
+        Running({}, _workloads()),
+        lambda _m: None,
     )
     # The fake service at 8 callers: 8 calls per 0.8 + 1.6 + 1 + 2.4 = 5.8 ms.
     best = 8 * 1000.0 / 5.8
