@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 
+#: Seed of the generator process's one stream of input draws (``Workload``).
+INPUT_SEED = 0
+
 #: Request kinds the generator knows: (service, rpc).
 WORKLOADS = {
     ("echo", "Echo"),
@@ -485,10 +488,10 @@ async def _run_jobs(jobs: Sequence[ClosedJob | OpenJob], draw: random.Random) ->
     return results
 
 
-def _serve(connection: Any, input_seed: int) -> None:
+def _serve(connection: Any) -> None:
     """The generator process: run each batch of jobs received, send the results back. One
     stream of input draws for the process's life, so each job gets inputs of its own."""
-    draw = random.Random(input_seed)
+    draw = random.Random(INPUT_SEED)
     while True:
         jobs = connection.recv()
         if jobs is None:
@@ -500,13 +503,12 @@ def _serve(connection: Any, input_seed: int) -> None:
 
 
 class LoadGenerator:
-    """A generator process (``spawn``); create it before this process initialises gRPC.
-    ``input_seed`` seeds the draw of each call's input (``Workload``)."""
+    """A generator process (``spawn``); create it before this process initialises gRPC."""
 
-    def __init__(self, input_seed: int = 0) -> None:
+    def __init__(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, input_seed), daemon=True)
+        self._process = context.Process(target=_serve, args=(child,), daemon=True)
         self._process.start()
         child.close()
 
