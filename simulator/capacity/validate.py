@@ -192,7 +192,7 @@ def evaluate(
     measured_knee = max(r["m_throughput"] for r in rows)
     predicted_knee = max(r["p_throughput"] for r in rows)
     knee_error = (predicted_knee - measured_knee) / measured_knee if measured_knee else float("inf")
-    top = max(rows, key=lambda r: r["rate"])
+    top = top_row(rows)
     knee_reached = top["m_throughput"] < KNEE_REACHED_SHARE * top["rate"]
     p95_ok = True
     for r in rows:
@@ -763,12 +763,17 @@ def judge(
     return 0 if payload["passed"] else 1
 
 
+def top_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of the ladder's highest offered rate."""
+    return max(rows, key=lambda r: r["rate"])
+
+
 def knee_note(result: dict[str, Any]) -> str:
     """Why the knee bound failed without a knee: the ladder's top rate was served in full
     (empty when the ladder reached the knee)."""
-    if result.get("knee_reached", True):
+    if result["knee_reached"]:
         return ""
-    top = max(result["rows"], key=lambda r: r["rate"])
+    top = top_row(result["rows"])
     return (
         f" (not reached: the top rate {top['rate']}/s was served at {top['m_throughput']}/s; "
         "give --rates up past the knee)"

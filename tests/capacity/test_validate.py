@@ -409,8 +409,12 @@ def test_the_auto_ladder_reaches_at_least_the_first_passs_best_throughput(
     # had reached 475/s, and the ladder's top rate (1.3x the knee) was served in full: the
     # knee went unmeasured. The ladder's best throughput is now a floor for the knee.
     monkeypatch.setattr(validate, "predicted_knee", lambda *_a, **_k: 100.0)
-    checked = {"services": ["recommendation"], "ladder": [1, 4, 8], "rates": None}
-    checked["calibration"] = None
+    checked = {
+        "services": ["recommendation"],
+        "ladder": [1, 4, 8],
+        "rates": None,
+        "calibration": None,
+    }
     _, _, rates, _ = validate.measure(
         _measure_args(tmp_path, passes=1),
         checked,
