@@ -41,8 +41,9 @@ LIGHT_FRACTION = 0.1
 #: per batch is read under open-loop load: the closed ladder's batches run faster than the
 #: same batches do under open-loop load at the same size (docs/capacity.md, "Calibrate" and
 #: "Runs 19-22"). The last is past the knee: there the batches are as large as the service
-#: ever runs them, and their time is the knee. Read off the ladder instead, the largest
-#: batches came out 7-10 % fast and the knee 7 % high on average over runs 23-47 (Run 48).
+#: ever runs them, and their time is the knee. Read off the ladder instead, the validate runs'
+#: largest batches took up to 12 % longer than the table said, and recommendation's knee came
+#: out high in all of runs 31-47, by 7 % on average (docs/capacity.md, "Run 48").
 OPEN_FRACTIONS = (0.4, 0.6, 0.8, 1.25)
 #: Random pairs of (open-loop echo, back-to-back lone call) that stand for a lone call at
 #: light load without the wake-up, when the wake-up's mean is worked out.
