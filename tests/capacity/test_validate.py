@@ -201,8 +201,8 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     )
     echo, rec = "echo", "recommendation"
     # Each calibration pass: the two ladders, then echo open-loop at a light rate, the
-    # service alone at a light rate and at three loads under its knee (a share per pass,
-    # pooled like the ladder).
+    # service alone at a light rate and at OPEN_FRACTIONS of its ladder's best, the last
+    # past its knee (a share per pass, pooled like the ladder).
     calibration_pass = [(echo, "closed")] * 3 + [(rec, "closed")] * 3 + [(echo, "open")]
     calibration_pass += [(rec, "open")] * (1 + len(OPEN_FRACTIONS))
     validation_pass = [(rec, "open")] * 2
