@@ -584,9 +584,9 @@ def with_open_load(
     """The closed ladder's batch table with the open-loop points in their range of sizes:
     ladder points below the smallest open size stay (the lone batch, back to back), those
     within the range give way to the open points, and those above it are scaled by the ratio
-    of the largest open point to the ladder's time at the same size (the validate runs past
-    the knee show recommendation's batches of 20-45 calls 5-7 % slower than the ladder's,
-    about what its open points show at 3-7)."""
+    of the largest open point to the ladder's time at the same size. With the run past the
+    knee (the last of ``OPEN_FRACTIONS``) the largest open point usually lies above every
+    ladder point, and the scaling only covers a run that came out short of the knee."""
     low = min(n for n, _ in open_points)
     top_n, top_ms = max(open_points)
     ladder_ms = table_ms(served, top_n)
