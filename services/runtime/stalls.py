@@ -7,8 +7,10 @@ histogram shows them only as a fatter tail. They tell a slow handler from a stal
 
 - ``shoptwin_event_loop_lag_seconds``: a probe task sleeps ``interval`` and records how much
   later than asked it woke up. That is the time the loop was busy (or the process was not
-  scheduled) when the timer fell due: at any moment, the share of probes with lag above x is
-  the share of time the loop was at least x behind.
+  scheduled) when the timer fell due. The probe waits out a stall once, so a stall of any
+  length is one late probe: the share of probes late by over x counts stalls, and it
+  understates the share of time the loop was x behind by about the stalls' length over
+  the probe's period.
 - ``shoptwin_gc_pause_seconds``: each cyclic-collector run, from ``gc.callbacks``, by
   generation.
 """
