@@ -154,6 +154,14 @@ class Batching:
     #: uses it (those times already hold the loop's competition for the cores, but not the
     #: calls' wait for the loop: docs/capacity.md "Calibrate").
     loop: str = "extends"
+    #: ``loop: queue`` only: a call's pass through the event loop that starts while that
+    #: worker's batch runs takes ``1 + loop_contention`` times as long. The batch's own
+    #: process (recommendation's ranking process) or thread (intent's, through the GIL) holds
+    #: a core then, and the loop shares the other with the load generator, so the loop is
+    #: slowest exactly when calls pile up behind a batch. ``calibrate`` fits it to its open-loop
+    #: runs' p95 (docs/capacity.md "Calibrate"); 0 is a loop that runs at its light-load
+    #: speed at every load.
+    loop_contention: float = 0.0
     #: RPCs that go through the batcher; empty means all of the service's RPCs. The others are
     #: served one by one by ``workers`` plain servers (e.g. RecordFeedback beside a batched
     #: Recommend).
@@ -344,6 +352,8 @@ def calibration_to_json(calibration: Calibration) -> dict[str, Any]:
                 batching["loop_ms"] = svc.batching.loop_ms
             if svc.batching.loop != "extends":
                 batching["loop"] = svc.batching.loop
+            if svc.batching.loop_contention:
+                batching["loop_contention"] = svc.batching.loop_contention
             if svc.batching.rpcs:
                 batching["rpcs"] = list(svc.batching.rpcs)
         services[name] = {"workers": svc.workers, "batching": batching, "rpcs": rpcs}
@@ -414,8 +424,15 @@ def parse_calibration(data: Mapping[str, Any], source: str = "calibration") -> C
                 wake=wake,
                 loop_ms=_number(b.get("loop_ms", 0.0), f"{key}.batching.loop_ms"),
                 loop=loop,
+                loop_contention=_number(
+                    b.get("loop_contention", 0.0), f"{key}.batching.loop_contention"
+                ),
                 rpcs=_rpc_names(b.get("rpcs", []), f"{key}.batching.rpcs", rpcs),
             )
+            if batching.loop_contention and (loop != "queue" or not batching.loop_ms):
+                raise CalibrationError(
+                    f"{key}.batching.loop_contention: needs loop: queue and loop_ms > 0"
+                )
         services[name] = ServiceCalibration(workers, rpcs, batching)
     return Calibration(services, dict(data.get("provenance") or {}))
 
@@ -701,10 +718,16 @@ class Station:
         #: worker's loop is next free (it serves the calls first come, first served).
         self._loop_half_s = 0.0
         self._loop_free: list[float] = []
+        #: ... and while each worker's batch runs (until when), the loop's passes take
+        #: ``_loop_contended_s`` (``Batching.loop_contention``).
+        self._batch_until: list[float] = []
+        self._loop_contended_s = 0.0
         batching = calibration.batching
         if batching is not None and batching.loop == "queue" and batching.loop_ms > 0:
             self._loop_half_s = batching.loop_ms / 2000.0
             self._loop_free = [0.0] * calibration.workers
+            self._batch_until = [0.0] * calibration.workers
+            self._loop_contended_s = self._loop_half_s * (1.0 + batching.loop_contention)
         self.routes = {rpc: Route(self, rpc) for rpc in calibration.rpcs}
         if self._batching is not None:
             for loop in range(calibration.workers):
@@ -716,7 +739,11 @@ class Station:
         the calls already waiting for it."""
         free = self._loop_free
         index = free.index(min(free)) if len(free) > 1 else 0
-        end = max(now, free[index]) + self._loop_half_s
+        start = max(now, free[index])
+        # A pass that starts while the worker's batch runs shares the cores with it.
+        end = start + (
+            self._loop_contended_s if start < self._batch_until[index] else self._loop_half_s
+        )
         free[index] = end
         return end
 
@@ -1121,6 +1148,9 @@ class _BatchWorker(Rearmed):
         self.previous = len(batch)
         self.service = service
         self.started = station.env._now
+        if station._batch_until:
+            # Queue mode: the batch runs for exactly ``service`` (no extensions).
+            station._batch_until[self.loop] = self.started + service
         self.seen = station._arrivals
         self.stolen = 0
         station.batches += 1

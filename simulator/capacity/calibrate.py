@@ -23,7 +23,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -252,19 +252,26 @@ class Calibrator:
         return self.fit(log)
 
     def fit(
-        self, log: Any = print, only_pass: int | None = None
+        self,
+        log: Any = print,
+        only_pass: int | None = None,
+        loop_contention: Mapping[str, float] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The service entries of the calibration (JSON objects) and the raw measurements,
         from the passes measured so far (or from pass ``only_pass`` alone; echo's back-to-back
-        run of ``start`` is shared by every pass)."""
+        run of ``start`` is shared by every pass). ``loop_contention`` (per service) is used
+        as given instead of fitted: one pass's short open-loop runs are too few calls to fit
+        it, so the per-pass fits take the pooled one."""
         import numpy as np
 
         from simulator.capacity.fit import (
+            OpenRun,
             batch_cv_exponent,
             capacity_per_s,
             exponential_wake_ms,
             fit_batching,
             fit_line,
+            fit_loop_contention,
             simulate_closed,
         )
         from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
@@ -484,6 +491,43 @@ class Calibrator:
                     loop="queue" if served else "extends",
                 ),
             )
+            contention_fit = None
+            contention = (loop_contention or {}).get(name)
+            if contention is None and served and open_rows:
+                # The loop's wait for a core behind a running batch, fitted to the open-loop
+                # runs below the ladder's best, each simulated in its own shape (a short job
+                # per pass from an empty queue: a steady-state model does not fill its queue
+                # as those jobs do near the knee).
+                passes = range(len(self.open_load[name]))
+                chosen = [only_pass] if only_pass is not None else list(passes)
+                per_pass = self.duration_s / self.passes
+                runs = [
+                    OpenRun(
+                        rates=tuple(self.open_load[name][i][j].level for i in chosen),
+                        seeds=tuple(3 + 2 * i for i in chosen),
+                        duration_s=per_pass,
+                        warmup_s=self.warmup_s,
+                        p95_ms=row["p95_ms"],
+                    )
+                    for j, (f, row) in enumerate(zip(OPEN_FRACTIONS, open_rows, strict=True))
+                    if f < 1.0
+                ]
+                contention_fit = fit_loop_contention(service, rpc, runs)
+                contention = contention_fit.contention
+                chosen_p95 = next(c[1] for c in contention_fit.candidates if c[0] == contention)
+                log(
+                    f"{name}.{rpc} the loop's wait behind a batch: contention {contention:.2f} "
+                    "(p95 of the open-loop runs: "
+                    + ", ".join(
+                        f"{run.p95_ms:.1f} ms measured, {p:.1f} model"
+                        for run, p in zip(runs, chosen_p95, strict=True)
+                    )
+                    + ")"
+                )
+            if contention and service.batching is not None and served:
+                service = replace(
+                    service, batching=replace(service.batching, loop_contention=contention)
+                )
             # The model under the closed ladder on the warm path, for the record.
             warm = replace(
                 service,
@@ -532,6 +576,17 @@ class Calibrator:
                     "batch_spread": [asdict(p) for p in spread.points] if spread else None,
                     "cv_exponent": cv_exponent,
                     "latency_cv": latency_cv,
+                    # The loop's contention and its fit: per candidate, the model's p95
+                    # at each open-loop run below the best and the summed squared log error.
+                    "loop_contention": contention or 0.0,
+                    "loop_contention_fit": (
+                        [
+                            {"contention": c, "p95_ms": [round(p, 3) for p in p95s], "error": e}
+                            for c, p95s, e in contention_fit.candidates
+                        ]
+                        if contention_fit
+                        else None
+                    ),
                 },
                 "ladder": rows,
                 "model_ladder": [

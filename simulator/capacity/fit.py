@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -322,3 +322,81 @@ def simulate_closed(
         latencies_ms=latencies,
         batches=_batch_counts(station),
     )
+
+
+#: Candidates of ``Batching.loop_contention`` that ``fit_loop_contention`` tries.
+CONTENTION_GRID = tuple(round(0.25 * i, 2) for i in range(13))
+
+
+@dataclass(frozen=True)
+class OpenRun:
+    """An open-loop job as the generator ran it (rate, seed, window) and its measured p95,
+    pooled over its passes when there are several (one ``OpenJob`` each)."""
+
+    rates: tuple[float, ...]
+    seeds: tuple[int, ...]
+    duration_s: float
+    warmup_s: float
+    p95_ms: float
+    max_in_flight: int = 256
+
+
+@dataclass(frozen=True)
+class ContentionFit:
+    """The chosen ``loop_contention`` and, per candidate, the model's pooled p95 per run
+    and the squared error on the log scale summed over the runs."""
+
+    contention: float
+    candidates: tuple[tuple[float, tuple[float, ...], float], ...]
+
+
+def model_open_p95(
+    service: ServiceCalibration, rpc: str, run: OpenRun, replications: int = 1
+) -> float:
+    """The model's p95 over ``run``'s passes pooled, each pass with its own rate and seed
+    (the arrivals the generator sent) and the same short window from an empty queue, and
+    ``replications`` − 1 more times with other arrivals (a short job's p95 moves by 10 % from
+    one set of arrivals to the next, and a fit needs the model's expectation)."""
+    latencies: list[float] = []
+    for rate, seed in zip(run.rates, run.seeds, strict=True):
+        for replication in range(replications):
+            latencies += simulate_open(
+                service,
+                rpc,
+                rate=rate,
+                duration_s=run.duration_s,
+                warmup_s=run.warmup_s,
+                seed=seed + 1000 * replication,
+                max_in_flight=run.max_in_flight,
+            ).latencies_ms
+    return float(np.percentile(latencies, 95)) if latencies else math.nan
+
+
+def fit_loop_contention(
+    service: ServiceCalibration,
+    rpc: str,
+    runs: Sequence[OpenRun],
+    grid: Sequence[float] = CONTENTION_GRID,
+    replications: int = 6,
+) -> ContentionFit:
+    """The ``Batching.loop_contention`` (from ``grid``) whose model p95s are closest to the
+    measured ones of ``runs`` (least squares of the log ratio), each run simulated in its
+    own shape: a short job per pass from an empty queue, as calibrate measures them. The
+    model with no contention already meets the batch times at their sizes; what it lacks
+    under load is the loop waiting for a core behind the batch, which lengthens the tail."""
+    if service.batching is None:
+        raise ValueError("fit_loop_contention needs a batching service")
+    candidates = []
+    for contention in grid:
+        candidate = replace(
+            service, batching=replace(service.batching, loop_contention=float(contention))
+        )
+        p95s = tuple(model_open_p95(candidate, rpc, run, replications) for run in runs)
+        error = sum(
+            math.log(p / run.p95_ms) ** 2
+            for p, run in zip(p95s, runs, strict=True)
+            if p > 0 and run.p95_ms > 0
+        )
+        candidates.append((float(contention), p95s, error))
+    best = min(candidates, key=lambda c: (c[2], c[0]))
+    return ContentionFit(best[0], tuple(candidates))

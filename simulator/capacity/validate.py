@@ -681,8 +681,19 @@ def measure(
             json.dumps(calibration_to_json(calibration), indent=2) + "\n", encoding="utf-8"
         )
         if args.passes > 1:
+            # Each pass's fit takes the pooled loop contention (one pass's open runs are too
+            # few calls to fit it).
+            contention = {
+                name: entry.batching.loop_contention
+                for name, entry in entries.items()
+                if entry.batching is not None
+            }
             paired = [
-                build_calibration(base, calibrator.fit(lambda _m: None, only_pass=i)[0], {})
+                build_calibration(
+                    base,
+                    calibrator.fit(lambda _m: None, only_pass=i, loop_contention=contention)[0],
+                    {},
+                )
                 for i in range(args.passes)
             ]
             (args.out / "calibration-passes.json").write_text(
