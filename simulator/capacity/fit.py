@@ -206,6 +206,9 @@ def capacity_per_s(service: ServiceCalibration, rpc: str) -> float:
     loop_ms = service.batching.loop_ms
     if service.batching.loop == "queue":
         # The event loop is a server of its own: the slower of the two sets the pace.
+        # ``loop_contention`` is left out: how many passes meet a running batch depends on
+        # the dynamics (about a third at saturation in the model of run 48's calibration,
+        # whose batcher gathers calls between batches), which a simulated knee has.
         return service.workers * min(per_worker, 1000.0 / loop_ms if loop_ms > 0 else math.inf)
     # Each call's event-loop time lengthens the batches (Batching.loop_ms): at throughput x
     # the batcher runs at 1 - x·loop of its speed, so x = c0 (1 - x·loop) per worker.
@@ -355,7 +358,7 @@ def model_open_p95(
 ) -> float:
     """The model's p95 over ``run``'s passes pooled, each pass with its own rate and seed
     (the arrivals the generator sent) and the same short window from an empty queue, and
-    ``replications`` − 1 more times with other arrivals (a short job's p95 moves by 10 % from
+    ``replications`` - 1 more times with other arrivals (a short job's p95 moves by 10 % from
     one set of arrivals to the next, and a fit needs the model's expectation)."""
     latencies: list[float] = []
     for rate, seed in zip(run.rates, run.seeds, strict=True):

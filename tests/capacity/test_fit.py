@@ -12,12 +12,15 @@ import pytest
 from services.runtime.metrics import BATCH_SPREAD_BUCKETS
 from simulator.capacity.calibrate import lognormal_cv
 from simulator.capacity.fit import (
+    OpenRun,
     batch_cv_exponent,
     batch_spread,
     capacity_per_s,
     exponential_wake_ms,
     fit_batching,
     fit_line,
+    fit_loop_contention,
+    model_open_p95,
     simulate_closed,
     simulate_open,
 )
@@ -301,3 +304,45 @@ def test_no_cv_exponent_without_lone_batches_or_enough_classes() -> None:
     # A class under MIN_SPREAD_BATCHES does not count.
     sparse = dict(classes, **{"4": _binned(_lognormal(0.0075, 0.5, 10, rng))})
     assert batch_cv_exponent(sparse) is None
+
+
+def _contended(contention: float) -> ServiceCalibration:
+    """T(n) = 2 + 1·n ms (cv 0.3), a 1 ms event loop per call in queue mode."""
+    plain = _service(a=2.0, b=1.0, overhead=2.0, cv=0.3)
+    assert plain.batching is not None
+    return replace(
+        plain,
+        batching=replace(plain.batching, loop_ms=1.0, loop="queue", loop_contention=contention),
+    )
+
+
+def _measured_runs(truth: ServiceCalibration) -> list[OpenRun]:
+    """Two short open-loop runs of four passes each, as calibrate takes them, "measured" on
+    ``truth`` with arrivals the fit does not see."""
+    runs = []
+    for rate in (300.0, 500.0):
+        shape = OpenRun(
+            rates=(rate,) * 4, seeds=(0, 2, 4, 6), duration_s=1.0, warmup_s=0.5, p95_ms=1.0
+        )
+        seen = replace(shape, seeds=(101, 103, 105, 107))
+        runs.append(replace(shape, p95_ms=model_open_p95(truth, "call", seen, replications=4)))
+    return runs
+
+
+def test_the_loops_contention_is_recovered_from_short_open_runs_p95() -> None:
+    """What calibrate does with its open-loop runs, done to the model: the p95 of short jobs
+    from a service whose loop passes take twice as long during a batch gives back a
+    contention near 1, and one without gives back one near 0."""
+    grid = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+    fit = fit_loop_contention(
+        _contended(0.0), "call", _measured_runs(_contended(1.0)), grid, replications=4
+    )
+    assert 0.5 <= fit.contention <= 1.5
+    # The model's p95 at the busier run rises with the contention: the fit has a slope to
+    # read.
+    busy = [p95s[1] for _, p95s, _ in fit.candidates]
+    assert busy[-1] > 1.2 * busy[0]
+    calm = fit_loop_contention(
+        _contended(1.0), "call", _measured_runs(_contended(0.0)), grid, replications=4
+    )
+    assert calm.contention <= 0.5

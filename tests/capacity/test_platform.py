@@ -221,6 +221,37 @@ def test_in_queue_mode_the_event_loop_is_a_server_the_calls_pass_in_and_out() ->
     assert capacity_per_s(replace(service, workers=2), "call") == pytest.approx(1000.0)
 
 
+def test_loop_passes_during_a_batch_take_longer_by_the_contention() -> None:
+    """The case above with ``loop_contention`` 1: a pass that starts while the worker's batch
+    runs takes twice its 1 ms. The three calls reach the loop at 1 ms, before any batch, and
+    pass it as before; the first call's batch runs 4..14. At 14 the next batch (the other two)
+    starts at once, so the first call's way out (14..16) shares the cores with it: out at 17
+    instead of 16. The other two leave after the last batch has ended, at full speed."""
+    service = ServiceCalibration(
+        workers=1,
+        rpcs={"call": RpcCalibration("deterministic", 10.0, 0.0, 0.0, overhead_ms=4.0)},
+        batching=Batching(
+            max_batch=8, max_wait_ms=0.0, loop_ms=2.0, loop="queue", loop_contention=1.0
+        ),
+    )
+    done, station = _finish_times(service, [0.0, 0.0, 0.0])
+    assert done == [17.0, 26.0, 27.0]
+    assert station.batches == 2
+    # A fourth call at 11.5 ms reaches the loop at 12.5, during the first batch: its way in
+    # takes 12.5..14.5, so it misses the batch that starts at 14 and runs alone 24..34, out
+    # at 36 (without contention it passes 12.5..13.5, joins that batch and is out at 28).
+    # The first call's way out waits for it (14.5..16.5, out at 17.5); the next two leave
+    # while the fourth call's batch runs (24..26, 26..28).
+    late, _ = _finish_times(service, [0.0, 0.0, 0.0, 0.0115])
+    assert late == [17.5, 27.0, 29.0, 36.0]
+    assert service.batching is not None
+    free = replace(service, batching=replace(service.batching, loop_contention=0.0))
+    assert _finish_times(free, [0.0, 0.0, 0.0, 0.0115])[0] == [16.0, 26.0, 27.0, 28.0]
+    # A lone call never meets a running batch: the overhead and its batch, as without.
+    alone, _ = _finish_times(service, [0.0])
+    assert alone == [14.0]
+
+
 def test_rpcs_outside_the_batcher_are_served_one_by_one() -> None:
     """Batched: 'rank' (T(n) = 10 ms flat). 'write' (2 ms) is not batched: a write at t=0
     beside a rank at t=0 finishes at 2 ms, not after the 10 ms batch."""
@@ -364,6 +395,7 @@ def _measured() -> dict[str, Any]:
                     "wake": "exponential",
                     "loop_ms": 0.25,
                     "loop": "queue",
+                    "loop_contention": 0.75,
                     "grow_to_previous": True,
                 },
                 "rpcs": {
@@ -392,6 +424,7 @@ def test_json_round_trip_keeps_every_field() -> None:
     rec = again.services["recommendation"]
     assert rec.batching is not None and rec.batching.variability == "averaged"
     assert rec.batching.loop_ms == 0.25 and rec.batching.loop == "queue"
+    assert rec.batching.loop_contention == 0.75
     assert rec.batching.wake == "exponential"
     assert rec.batching.grow_to_previous and rec.batching.cv_exponent == 0.4
     assert rec.rpcs["Recommend"].overhead_ms == 0.9
@@ -409,6 +442,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
     del old["services"]["recommendation"]["batching"]["wake"]
     del old["services"]["recommendation"]["batching"]["loop_ms"]
     del old["services"]["recommendation"]["batching"]["loop"]
+    del old["services"]["recommendation"]["batching"]["loop_contention"]
     del old["services"]["recommendation"]["batching"]["grow_to_previous"]
     del old["services"]["recommendation"]["batching"]["cv_exponent"]
     parsed = parse_calibration(old)
@@ -429,6 +463,7 @@ def test_old_files_and_the_shipped_file_still_parse() -> None:
         (("batching", "wake"), "gamma", "batching.wake: one of constant, exponential"),
         (("batching", "loop_ms"), -0.5, "batching.loop_ms: must be"),
         (("batching", "loop"), "thread", "batching.loop: one of extends, queue"),
+        (("batching", "loop_contention"), -1, "batching.loop_contention: must be"),
         (("batching", "cv_exponent"), 1.5, "batching.cv_exponent: must be <= 1"),
         (("batching", "cv_exponent"), "fast", "batching.cv_exponent: expected a number"),
         (("batching", "grow_to_previous"), "yes", "batching.grow_to_previous: expected true"),
