@@ -680,6 +680,11 @@ def measure(
         (args.out / "calibration.json").write_text(
             json.dumps(calibration_to_json(calibration), indent=2) + "\n", encoding="utf-8"
         )
+        # The raw measurements behind it, as calibrate writes them: the open-loop runs and
+        # every fit's inputs, so a fit can be redone offline.
+        (args.out / "calibration.measurements.json").write_text(
+            json.dumps(raw, indent=2) + "\n", encoding="utf-8"
+        )
         if args.passes > 1:
             # Each pass's fit takes the pooled loop contention (one pass's open runs are too
             # few calls to fit it).

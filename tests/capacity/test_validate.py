@@ -233,6 +233,8 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     per_item = calibration.services[rec].rpcs["Recommend"].per_item_ms
     assert per_item == pytest.approx(0.7, rel=0.15)
     assert (tmp_path / "calibration.json").exists()
+    raw = json.loads((tmp_path / "calibration.measurements.json").read_text())
+    assert len(raw[rec]["fit"]["open_load"]) == len(OPEN_FRACTIONS)
     # Each calibration pass is also fitted alone: the fast first pass (0.3 ms per call),
     # then the slow machine (0.9 ms).
     per_pass = [c.services[rec].rpcs["Recommend"].per_item_ms for c in paired]
