@@ -49,7 +49,7 @@ OPEN_FRACTIONS = (0.4, 0.6, 0.8, 1.25)
 #: of the ladder's best, inside the range validate judges. The run at 0.8 (about 0.83 of the
 #: knee) is a short job from an empty queue that never settles there (its batches half the
 #: size of a 6 s job's), and its p95 decided both fits of runs 51-52, at the grid's top
-#: (docs/capacity.md, "Runs 51-52").
+#: (docs/capacity.md, "Runs 51-53").
 CONTENTION_FIT_UPTO = 0.6
 #: Random pairs of (open-loop echo, back-to-back lone call) that stand for a lone call at
 #: light load without the wake-up, when the wake-up's mean is worked out.
@@ -583,7 +583,7 @@ class Calibrator:
                     "cv_exponent": cv_exponent,
                     "latency_cv": latency_cv,
                     # The loop's contention and its fit: per candidate, the model's p95
-                    # at each open-loop run below the best and the summed squared log error.
+                    # at each open-loop run it is fitted to and the summed squared log error.
                     "loop_contention": contention or 0.0,
                     "loop_contention_fit": (
                         [
