@@ -228,7 +228,9 @@ class Calibrator:
             self.open_load[name].append(
                 self.generator.run(
                     [
-                        OpenJob(workload, f * best, per_pass, self.warmup_s, seed=3 + 2 * index)
+                        OpenJob(
+                            workload, f * best, per_pass, self.warmup_s, seed=open_load_seed(index)
+                        )
                         for f in OPEN_FRACTIONS
                     ]
                 )
@@ -506,12 +508,11 @@ class Calibrator:
                 # does not fill its queue as those jobs do).
                 passes = range(len(self.open_load[name]))
                 chosen = [only_pass] if only_pass is not None else list(passes)
-                per_pass = self.duration_s / self.passes
                 runs = [
                     OpenRun(
                         rates=tuple(self.open_load[name][i][j].level for i in chosen),
-                        seeds=tuple(3 + 2 * i for i in chosen),
-                        duration_s=per_pass,
+                        seeds=tuple(open_load_seed(i) for i in chosen),
+                        duration_s=self.open_load[name][chosen[0]][j].window_s,
                         warmup_s=self.warmup_s,
                         p95_ms=row["p95_ms"],
                     )
@@ -520,13 +521,12 @@ class Calibrator:
                 ]
                 contention_fit = fit_loop_contention(service, rpc, runs)
                 contention = contention_fit.contention
-                chosen_p95 = next(c[1] for c in contention_fit.candidates if c[0] == contention)
                 log(
                     f"{name}.{rpc} the loop's wait behind a batch: contention {contention:.2f} "
                     "(p95 of the open-loop runs: "
                     + ", ".join(
                         f"{run.p95_ms:.1f} ms measured, {p:.1f} model"
-                        for run, p in zip(runs, chosen_p95, strict=True)
+                        for run, p in zip(runs, contention_fit.p95_ms, strict=True)
                     )
                     + ")"
                 )
@@ -601,6 +601,12 @@ class Calibrator:
                 ],
             }
         return entries, raw
+
+
+def open_load_seed(pass_index: int) -> int:
+    """The arrival seed of pass ``pass_index``'s open-loop runs at ``OPEN_FRACTIONS``: the
+    contention fit simulates the same arrivals."""
+    return 3 + 2 * pass_index
 
 
 def batcher_wake_ms(

@@ -346,10 +346,11 @@ class OpenRun:
 
 @dataclass(frozen=True)
 class ContentionFit:
-    """The chosen ``loop_contention`` and, per candidate, the model's pooled p95 per run
-    and the squared error on the log scale summed over the runs."""
+    """The chosen ``loop_contention`` and the model's pooled p95 per run with it; per
+    candidate, the same p95s and the squared error on the log scale summed over the runs."""
 
     contention: float
+    p95_ms: tuple[float, ...]
     candidates: tuple[tuple[float, tuple[float, ...], float], ...]
 
 
@@ -402,4 +403,4 @@ def fit_loop_contention(
         )
         candidates.append((float(contention), p95s, error))
     best = min(candidates, key=lambda c: (c[2], c[0]))
-    return ContentionFit(best[0], tuple(candidates))
+    return ContentionFit(best[0], best[1], tuple(candidates))
