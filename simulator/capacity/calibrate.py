@@ -500,6 +500,7 @@ class Calibrator:
                 ),
             )
             contention_fit = None
+            runs: list[OpenRun] = []
             contention = (loop_contention or {}).get(name)
             if contention is None and served and open_rows:
                 # The loop's wait for a core behind a running batch, fitted to the open-loop
@@ -514,9 +515,11 @@ class Calibrator:
                         seeds=tuple(open_load_seed(i) for i in chosen),
                         duration_s=self.open_load[name][chosen[0]][j].window_s,
                         warmup_s=self.warmup_s,
-                        p95_ms=row["p95_ms"],
+                        pass_p95_ms=tuple(
+                            self.open_load[name][i][j].summary()["p95_ms"] for i in chosen
+                        ),
                     )
-                    for j, (f, row) in enumerate(zip(OPEN_FRACTIONS, open_rows, strict=True))
+                    for j, f in enumerate(OPEN_FRACTIONS)
                     if f <= CONTENTION_FIT_UPTO
                 ]
                 contention_fit = fit_loop_contention(service, rpc, runs)
@@ -593,6 +596,9 @@ class Calibrator:
                         if contention_fit
                         else None
                     ),
+                    # The runs it was fitted to, as ``OpenRun`` fields (each pass's rate,
+                    # seed and p95), so that the fit can be redone offline.
+                    "loop_contention_runs": [asdict(run) for run in runs] or None,
                 },
                 "ladder": rows,
                 "model_ladder": [

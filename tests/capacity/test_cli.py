@@ -11,6 +11,7 @@ import pytest
 
 from services.cli.main import main
 from services.runtime.process import ServiceProcess, free_port
+from simulator.capacity.calibrate import CONTENTION_FIT_UPTO, OPEN_FRACTIONS
 from simulator.platform import load_calibration
 
 
@@ -91,6 +92,14 @@ def test_calibrate_then_validate_against_a_real_service(
     # ... and they are the model's batch times, the event loop a queue of its own.
     assert recommend["batch_ms"][0] == [1.0, ladder[0]["batch_ms"]]
     assert rec["batching"]["loop"] == "queue" and rec["batching"]["loop_ms"] > 0
+    # The loop's contention is fitted to the open-loop runs up to CONTENTION_FIT_UPTO of the
+    # ladder's best, and the measurements keep each pass's rate, seed and p95 of them.
+    raw = json.loads(calibration.with_suffix(".measurements.json").read_text())
+    fit = raw["recommendation"]["fit"]
+    runs = fit["loop_contention_runs"]
+    assert len(runs) == sum(f <= CONTENTION_FIT_UPTO for f in OPEN_FRACTIONS)
+    assert all(len(r["pass_p95_ms"]) == len(r["rates"]) == len(r["seeds"]) for r in runs)
+    assert fit["loop_contention"] in [c["contention"] for c in fit["loop_contention_fit"]]
     # Services not measured come from the base file, so model mode can read the result.
     loaded = load_calibration(calibration)
     assert {"intent", "dispatch", "telemetry"} <= set(loaded.services)
