@@ -346,8 +346,10 @@ class OpenRun:
     @property
     def p95_ms(self) -> float:
         """The judged p95: the median over the passes of each pass's p95, as validate judges
-        its rates (a pooled p95 follows the one pass a burst of background load disturbed)."""
-        return float(np.median(self.pass_p95_ms)) if self.pass_p95_ms else math.nan
+        its rates (a pooled p95 follows the one pass a burst of background load disturbed).
+        A pass that completed no call (its p95 NaN) does not count."""
+        finite = [p for p in self.pass_p95_ms if math.isfinite(p)]
+        return float(np.median(finite)) if finite else math.nan
 
 
 @dataclass(frozen=True)
@@ -399,9 +401,9 @@ def fit_loop_contention(
     """The ``Batching.loop_contention`` (from ``grid``) whose model p95s are closest to the
     measured ones of ``runs`` (least squares of the log ratio of the judged p95s, see
     ``model_open_p95``), each run simulated in its own shape: a short job per pass from an
-    empty queue, as calibrate measures them. The
-    model with no contention already meets the batch times at their sizes; what it lacks
-    under load is the loop waiting for a core behind the batch, which lengthens the tail."""
+    empty queue, as calibrate measures them. The model with no contention already meets the
+    batch times at their sizes; what it lacks under load is the loop waiting for a core
+    behind the batch, which lengthens the tail."""
     if service.batching is None:
         raise ValueError("fit_loop_contention needs a batching service")
     candidates = []

@@ -364,6 +364,9 @@ def test_the_contention_fit_judges_the_median_of_the_passes_p95() -> None:
         pass_p95_ms=(10.0, 12.0, 300.0),
     )
     assert run.p95_ms == 12.0
+    # A pass with no completed call has no p95 and does not count.
+    assert replace(run, pass_p95_ms=(10.0, math.nan, 12.0)).p95_ms == 11.0
+    assert math.isnan(replace(run, pass_p95_ms=(math.nan,)).p95_ms)
     service = _contended(1.0)
     one = [
         model_open_p95(service, "call", replace(run, rates=(r,), seeds=(s + 1000 * k,)))
