@@ -283,7 +283,7 @@ class Calibrator:
             simulate_closed,
         )
         from simulator.capacity.harness import BATCH_WAIT, MEASURABLE
-        from simulator.capacity.measure import merge_results
+        from simulator.capacity.measure import merge_results, pass_p95s
         from simulator.platform import Batching, RpcCalibration, ServiceCalibration
 
         echo_result = self.echo_back_to_back.summary()
@@ -515,9 +515,7 @@ class Calibrator:
                         seeds=tuple(open_load_seed(i) for i in chosen),
                         duration_s=self.open_load[name][chosen[0]][j].window_s,
                         warmup_s=self.warmup_s,
-                        pass_p95_ms=tuple(
-                            self.open_load[name][i][j].summary()["p95_ms"] for i in chosen
-                        ),
+                        pass_p95_ms=tuple(pass_p95s([self.open_load[name][i][j] for i in chosen])),
                     )
                     for j, f in enumerate(OPEN_FRACTIONS)
                     if f <= CONTENTION_FIT_UPTO

@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import simpy
 
-from simulator.capacity.measure import BatchCounts, DurationCounts, LoadResult, poisson_arrivals
+from simulator.capacity.measure import (
+    BatchCounts,
+    DurationCounts,
+    LoadResult,
+    pass_median_p95,
+    poisson_arrivals,
+)
 from simulator.platform import ServiceCalibration, Station
 
 
@@ -373,9 +379,8 @@ def model_open_p95(
     ``OpenRun.p95_ms`` on the measured side and validate's judged p95."""
     medians = []
     for replication in range(replications):
-        p95s = []
-        for rate, seed in zip(run.rates, run.seeds, strict=True):
-            latencies = simulate_open(
+        passes = [
+            simulate_open(
                 service,
                 rpc,
                 rate=rate,
@@ -383,11 +388,13 @@ def model_open_p95(
                 warmup_s=run.warmup_s,
                 seed=seed + 1000 * replication,
                 max_in_flight=run.max_in_flight,
-            ).latencies_ms
-            if latencies:
-                p95s.append(float(np.percentile(latencies, 95)))
-        if p95s:
-            medians.append(float(np.median(p95s)))
+            )
+            for rate, seed in zip(run.rates, run.seeds, strict=True)
+        ]
+        # A pass that completed no call has no p95 (as ``OpenRun.p95_ms`` on the measured side).
+        passes = [result for result in passes if result.latencies_ms]
+        if passes:
+            medians.append(pass_median_p95(passes))
     return float(np.mean(medians)) if medians else math.nan
 
 

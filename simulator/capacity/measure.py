@@ -264,6 +264,17 @@ class LoadResult:
         return data
 
 
+def pass_p95s(passes: Sequence[LoadResult]) -> list[float]:
+    """Each pass's p95 (``passes``: load results of one rate), in ms."""
+    return [float(run.summary()["p95_ms"]) for run in passes]
+
+
+def pass_median_p95(passes: Sequence[LoadResult]) -> float:
+    """The median over ``passes`` (load results of one rate) of each pass's p95, in ms: the
+    p95 validate judges, and the one the loop's contention is fitted to."""
+    return float(np.median(pass_p95s(passes)))
+
+
 def merge_results(results: Sequence[LoadResult]) -> LoadResult:
     """Several measurements of one level as one: counts and windows summed, latencies pooled,
     throughput over the total window."""

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from services.runtime.settings import SettingsError
+from simulator.capacity.measure import pass_median_p95, pass_p95s
 
 AUTO_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3)
 #: Share of ``--duration`` measured at a rate below the predicted knee, by the first band
@@ -523,18 +524,6 @@ def predict_rows(
             f"{predicted['p95_ms']:.2f})"
         )
     return rows
-
-
-def pass_p95s(passes: list[Any]) -> list[float]:
-    """Each pass's p95 (``passes``: load results of one rate), in ms."""
-    return [float(run.summary()["p95_ms"]) for run in passes]
-
-
-def pass_median_p95(passes: list[Any]) -> float:
-    """The median over ``passes`` (load results of one rate) of each pass's p95, in ms."""
-    import numpy as np
-
-    return float(np.median(pass_p95s(passes)))
 
 
 COLUMNS = (
