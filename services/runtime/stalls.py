@@ -3,7 +3,7 @@ garbage collector stops the world.
 
 Both hit every call the process holds at that moment, not one call, so a per-call latency
 histogram shows them only as a fatter tail. They tell a slow handler from a stalled process
-(docs/runtime.md; docs/capacity.md "Runs 24-29" reads them under open-loop load).
+(docs/runtime.md; docs/capacity-runs.md "Runs 24-29" reads them under open-loop load).
 
 - ``shoptwin_event_loop_lag_seconds``: a probe task sleeps ``interval`` and records how much
   later than asked it woke up. That is the time the loop was busy (or the process was not

@@ -39,17 +39,18 @@ ECHO_LIGHT_RATE = 50.0
 LIGHT_FRACTION = 0.1
 #: Open-loop rates, as fractions of the ladder's best throughput, at which the batcher's time
 #: per batch is read under open-loop load: the closed ladder's batches run faster than the
-#: same batches do under open-loop load at the same size (docs/capacity.md, "Calibrate" and
-#: "Runs 19-22"). The last is past the knee: there the batches are as large as the service
-#: ever runs them, and their time is the knee. Read off the ladder instead, the validate runs'
-#: largest batches took up to 12 % longer than the table said, and recommendation's knee came
-#: out high in all of runs 31-47, by 7 % on average (docs/capacity.md, "Run 48").
+#: same batches do under open-loop load at the same size (docs/capacity.md, "Calibrate";
+#: docs/capacity-runs.md, "Runs 19-23"). The last is past the knee: there the batches are as
+#: large as the service ever runs them, and their time is the knee. Read off the ladder
+#: instead, the validate runs' largest batches took up to 12 % longer than the table said,
+#: and recommendation's knee came out high in all of runs 31-47, by 7 % on average
+#: (docs/capacity-runs.md, "Run 48").
 OPEN_FRACTIONS = (0.4, 0.6, 0.8, 1.25)
 #: The open-loop runs ``Batching.loop_contention`` is fitted to: those at most this fraction
 #: of the ladder's best, inside the range validate judges. The run at 0.8 (about 0.83 of the
 #: knee) is a short job from an empty queue that never settles there (its batches half the
 #: size of a 6 s job's), and its p95 decided both fits of runs 51-52, at the grid's top
-#: (docs/capacity.md, "Runs 51-53").
+#: (docs/capacity-runs.md, "Runs 51-53").
 CONTENTION_FIT_UPTO = 0.6
 #: Random pairs of (open-loop echo, back-to-back lone call) that stand for a lone call at
 #: light load without the wake-up, when the wake-up's mean is worked out.
@@ -404,7 +405,7 @@ class Calibrator:
             # measured, not inferred: the ladder's level c does not hold batches of c (at 8
             # and 16 callers both services run two alternating batches of c/2, and the
             # inferred table makes the model's batcher busier than the real one at every
-            # mid-load rate; docs/capacity.md "Batches"). The rest of a lone call's own time
+            # mid-load rate; docs/capacity-runs.md "Batches"). The rest of a lone call's own time
             # (preparing the query, building the answer on the event loop) is spent outside
             # the batcher: it delays the call but does not hold the next one up. The batch
             # times hold the loop's competition for the cores, so the loop does not lengthen

@@ -47,7 +47,7 @@ class Workload:
     and when every job walked the same order from its start, a job's length chose the inputs
     it measured. The calibration's short open-loop runs measured the head of the order, the
     validation's longer runs costlier users further in: at 149 calls/s recommendation's
-    batches ran 9 % longer in a 2-second run than in 0.75-second ones (docs/capacity.md,
+    batches ran 9 % longer in a 2-second run than in 0.75-second ones (docs/capacity-runs.md,
     "Runs 43-44")."""
 
     service: str

@@ -9,7 +9,7 @@ warm-up; the model (``fit.simulate_open``: the ``Station`` model mode uses, fed 
 calibration) gets the same arrival times (same seed), the same in-flight cap and the same
 window in its first replication, fresh arrivals in the others (``--model-replications``), all
 pooled, so that the prediction is the model's expectation. (Replaying the measured arrivals
-in every replication was tried and left: docs/capacity.md, "Runs 35-36".) The bounds:
+in every replication was tried and left: docs/capacity-runs.md, "Runs 35-39".) The bounds:
 
 * **knee**: the maximum sustainable throughput, defined as the highest throughput achieved
   (successful completions inside the window per second) over the ladder, measured and predicted

@@ -95,7 +95,7 @@ class _RecordingChannel:
 
 def test_each_call_draws_its_input_so_a_jobs_length_does_not_choose_its_inputs() -> None:
     # Inputs differ in cost, and when every job walked one fixed order from its first call
-    # a short job measured only the head of that order (docs/capacity.md, "Runs 43-44").
+    # a short job measured only the head of that order (docs/capacity-runs.md, "Runs 43-44").
     # Two jobs now get different inputs, and the calls together cover them evenly.
     import asyncio
     import random
