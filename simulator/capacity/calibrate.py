@@ -438,8 +438,16 @@ class Calibrator:
             # times by size class. It falls more slowly with length than independent noise
             # per lone call would have it (the model's 0.5), and the long, slow batches
             # behind a queue set the p95 near the knee.
+            # Within a pass: validate judges each pass's p95 (the median over the passes), and
+            # the passes ran at speeds of their own (fit.within_pass_cv).
             open_batches = merge_results(open_runs).batches
-            spread = batch_cv_exponent(open_batches.by_size) if open_batches else None
+            pass_batches = [
+                merged.batches.by_size
+                for runs in self.open_load[name]
+                if only_pass is None and (merged := merge_results(runs)).batches is not None
+            ]
+            spread = batch_cv_exponent(open_batches.by_size, pass_batches) if open_batches else None
+            pooled_spread = batch_cv_exponent(open_batches.by_size) if open_batches else None
             cv_exponent = 0.5
             latency_cv = cv
             if spread is not None:
@@ -582,6 +590,10 @@ class Calibrator:
                     # The batch times' spread by size class under that load, and the exponent
                     # read from it (None: too few batches or classes).
                     "batch_spread": [asdict(p) for p in spread.points] if spread else None,
+                    # The same, the passes pooled as they are (their speeds' spread in).
+                    "batch_spread_pooled": (
+                        [asdict(p) for p in pooled_spread.points] if pooled_spread else None
+                    ),
                     "cv_exponent": cv_exponent,
                     "latency_cv": latency_cv,
                     # The loop's contention and its fit: per candidate, the model's p95

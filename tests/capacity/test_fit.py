@@ -23,6 +23,7 @@ from simulator.capacity.fit import (
     model_open_p95,
     simulate_closed,
     simulate_open,
+    within_pass_cv,
 )
 from simulator.capacity.measure import DurationCounts
 from simulator.platform import Batching, RpcCalibration, ServiceCalibration
@@ -304,6 +305,55 @@ def test_no_cv_exponent_without_lone_batches_or_enough_classes() -> None:
     # A class under MIN_SPREAD_BATCHES does not count.
     sparse = dict(classes, **{"4": _binned(_lognormal(0.0075, 0.5, 10, rng))})
     assert batch_cv_exponent(sparse) is None
+
+
+def _pooled(passes: list[DurationCounts]) -> DurationCounts:
+    return DurationCounts(
+        sum(p.count for p in passes),
+        sum(p.sum_s for p in passes),
+        passes[0].bounds,
+        tuple(float(sum(c)) for c in zip(*(p.cumulative for p in passes), strict=True)),
+    )
+
+
+def test_the_spread_between_passes_is_taken_out_of_a_class_cv() -> None:
+    rng = np.random.default_rng(8)
+    within = 0.18
+    # Sixteen passes, each at a speed of its own (sd 17 % on the log scale, as intent's lone
+    # batch in run 56), 150 batches each.
+    speeds = np.exp(rng.normal(0.0, 0.17, 16))
+    passes = [_binned(_lognormal(0.004 * s, within, 150, rng)) for s in speeds]
+    point = batch_spread(_pooled(passes), "1")
+    assert point is not None and point.cv > within + 0.05  # pooled, the speeds are in it
+    assert within_pass_cv(point, passes).cv == pytest.approx(within, abs=0.03)
+    # Passes at one speed: nothing to take out beyond the noise of their means.
+    same = [_binned(_lognormal(0.004, within, 150, rng)) for _ in range(16)]
+    point = batch_spread(_pooled(same), "1")
+    assert point is not None
+    assert within_pass_cv(point, same).cv == pytest.approx(point.cv, abs=0.01)
+    # One pass, or passes without the class: as pooled.
+    assert within_pass_cv(point, same[:1]) == point
+    assert within_pass_cv(point, [DurationCounts(), same[0]]) == point
+
+
+def test_the_cv_exponent_reads_each_class_within_the_passes() -> None:
+    rng = np.random.default_rng(9)
+    speeds = np.exp(rng.normal(0.0, 0.2, 12))
+    classes = (("1", 1.0), ("2", 1.7), ("4", 3.0), ("9-12", 7.0))
+    passes = [
+        {
+            label: _binned(_lognormal(0.0025 * k * s, 0.3 * k**-0.35, 400, rng))
+            for label, k in classes
+        }
+        for s in speeds
+    ]
+    by_size = {label: _pooled([p[label] for p in passes]) for label, _ in classes}
+    pooled = batch_cv_exponent(by_size)
+    found = batch_cv_exponent(by_size, passes)
+    assert pooled is not None and found is not None
+    assert found.lone_cv == pytest.approx(0.3, abs=0.04)
+    assert pooled.lone_cv > found.lone_cv + 0.04
+    assert found.exponent == pytest.approx(0.35, abs=0.08)
 
 
 def _contended(contention: float) -> ServiceCalibration:
