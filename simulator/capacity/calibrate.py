@@ -441,11 +441,12 @@ class Calibrator:
             # Within a pass: validate judges each pass's p95 (the median over the passes), and
             # the passes ran at speeds of their own (fit.within_pass_cv).
             open_batches = merge_results(open_runs).batches
-            pass_batches = [
-                merged.batches.by_size
-                for runs in self.open_load[name]
-                if only_pass is None and (merged := merge_results(runs)).batches is not None
-            ]
+            each_pass = (merge_results(runs) for runs in self.open_load[name])
+            pass_batches = (
+                [run.batches.by_size for run in each_pass if run.batches is not None]
+                if only_pass is None
+                else []
+            )
             spread = batch_cv_exponent(open_batches.by_size, pass_batches) if open_batches else None
             pooled_spread = batch_cv_exponent(open_batches.by_size) if open_batches else None
             cv_exponent = 0.5
