@@ -9,14 +9,19 @@ from typing import Any
 
 def write_report(path: Path, payload: dict[str, Any]) -> None:
     """One self-contained HTML file with inline SVG plots."""
-    from simulator.capacity.validate import COLUMNS, chance_sentence, knee_note
+    from simulator.capacity.validate import (
+        COLUMNS,
+        calibration_sentence,
+        chance_sentence,
+        knee_note,
+    )
     from simulator.report import html_table, svg_line_chart, write_html
 
     sections = []
     for name, result in payload["services"].items():
         rows = result["rows"]
         rates = [r["rate"] for r in rows]
-        chance = chance_sentence(result)
+        chance = " ".join(x for x in (chance_sentence(result), calibration_sentence(result)) if x)
         verdict = (
             f"<p>Knee (highest achieved throughput): measured "
             f"<b>{result['measured_knee_per_s']}/s</b>, predicted "

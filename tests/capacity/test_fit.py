@@ -14,6 +14,7 @@ from simulator.capacity.calibrate import lognormal_cv
 from simulator.capacity.fit import (
     OpenRun,
     batch_cv_exponent,
+    batch_level_se,
     batch_spread,
     capacity_per_s,
     exponential_wake_ms,
@@ -354,6 +355,25 @@ def test_the_cv_exponent_reads_each_class_within_the_passes() -> None:
     assert found.lone_cv == pytest.approx(0.3, abs=0.04)
     assert pooled.lone_cv > found.lone_cv + 0.04
     assert found.exponent == pytest.approx(0.35, abs=0.08)
+
+
+def test_the_batch_tables_level_is_known_to_the_spread_of_the_passes_levels() -> None:
+    pooled = RpcCalibration(batch_ms=((1.0, 4.0), (2.0, 7.0), (8.0, 30.0)))
+    # Each pass's table a scaled copy of the pooled one (its own machine speed), with the
+    # sizes of its own: the level is read at the pooled table's sizes.
+    factors = [0.9, 1.0, 1.1, 1.2]
+    passes = [
+        RpcCalibration(batch_ms=((1.0, 4.0 * f), (3.0, 10.0 * f), (8.0, 30.0 * f))) for f in factors
+    ]
+    expected = float(np.std(np.log(factors), ddof=1)) / 2.0
+    # T(2) of a pass interpolates between its own 1 and 3: 7 * f exactly.
+    assert batch_level_se(pooled, passes) == pytest.approx(expected, rel=1e-6)
+    # Passes at one speed: the level is known exactly.
+    same = [RpcCalibration(batch_ms=pooled.batch_ms)] * 4
+    assert batch_level_se(pooled, same) == pytest.approx(0.0)
+    # Too few passes with a table, or no pooled table: unknown.
+    assert batch_level_se(pooled, [*passes[:2], RpcCalibration()]) is None
+    assert batch_level_se(RpcCalibration(), passes) is None
 
 
 def _contended(contention: float) -> ServiceCalibration:

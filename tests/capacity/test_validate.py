@@ -261,6 +261,27 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     # median of the paired predictions is above that of the fit of all passes.
     assert rows[0]["p_p95_paired_ms"] > rows[0]["p_p95_med_ms"]
     assert rows[0]["p95_error_paired"] is not None
+    # The calibration's band: its batch table one standard error over the passes shorter and
+    # longer (one fast pass, two slow: the levels spread widely), on the same arrivals.
+    validate.evaluate(rows, p95_tolerance=0.15, knee_tolerance=0.2, below_knee=0.8)
+    band = validate.calibration_band(
+        calibration.services[rec],
+        [c.services[rec] for c in paired],
+        "Recommend",
+        rows,
+        measured[rec],
+        warmup_s=0.1,
+        max_in_flight=64,
+        seed=7,
+        replications=1,
+    )
+    assert band is not None and band["batch_level_se"] > 0.1
+    judged = [row for row in rows if row["judged"]]
+    assert judged
+    for row in judged:
+        assert row["p95_error_cal_lo"] < row["p95_error"] < row["p95_error_cal_hi"]
+    sentence = validate.calibration_sentence({"rows": rows, "calibration_band": band})
+    assert f"{band['batch_level_se']:.1%} shorter or longer" in sentence
 
 
 def test_model_replications_pool_fresh_arrivals_and_steady_the_prediction() -> None:
