@@ -261,10 +261,10 @@ def batch_level_se(pooled: RpcCalibration, passes: Sequence[RpcCalibration]) -> 
     Each pass's level is the geometric mean over the pooled table's sizes of its own
     ``T(n)`` against the pooled ``T(n)``; the standard error is the spread of those logs
     over ``sqrt(passes)``. Near the knee a few per cent of batch time are a large share of
-    the queue (intent's p95 at 0.7 of its knee moved by -18 / +24 % for -3 / +3 % of batch
-    time in run 57, while the passes' levels spread by 12-16 % in runs 54-58), so this is
-    the calibration's part of the prediction's uncertainty. None with fewer than three
-    passes with a table, or without a pooled one."""
+    the queue (intent's p95 error at 0.7 of its knee moved by -18 / +24 points for -3 / +3 %
+    of batch time in run 57, while the passes' levels spread by 12-16 % in runs 54-58), so
+    this is the calibration's part of the prediction's uncertainty. None with fewer than
+    three passes with a table, or without a pooled one."""
     sizes = [n for n, _ in pooled.batch_ms]
     if not sizes:
         return None

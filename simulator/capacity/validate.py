@@ -363,14 +363,14 @@ def calibration_band(
     (``fit.batch_level_se`` over the calibration's passes, ``pass_cals``), on the same
     arrivals; ``p95_error_cal_lo`` / ``_hi`` on each judged row.
 
-    Near the knee a few per cent of batch time are a large share of the queue (intent at
-    0.7 of its knee: -18 / +24 % for -3 / +3 % in run 57), and on a noisy machine the
-    passes' batch times spread by 12-16 %, so a pooled table is known to 2-4 %. The band is
-    read beside the verdict and changes nothing. It does not enter the perfect model's
-    chance: slow calibration passes come with slow validation passes (their levels and the
-    passes' p95 correlated at 0 to 0.9 in runs 54-58), so part of the calibration's error is
-    shared with the measurement and the two are not independent. None without three or more
-    passes."""
+    Near the knee a few per cent of batch time are a large share of the queue (intent's
+    error at 0.7 of its knee: -18 / +24 points for -3 / +3 % in run 57), and on a noisy
+    machine the passes' batch times spread by 12-16 %, so a pooled table is known to 2-4 %.
+    The band is read beside the verdict and changes nothing. It does not enter the perfect
+    model's chance: slow calibration passes come with slow validation passes (their levels
+    and the passes' p95 correlated at 0 to 0.9 in runs 54-58), so part of the calibration's
+    error is shared with the measurement and the two are not independent. None without
+    three or more passes."""
     from simulator.capacity.fit import batch_level_se
 
     se = batch_level_se(service_cal.rpcs[rpc], [c.rpcs[rpc] for c in pass_cals])
