@@ -38,6 +38,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -347,21 +348,13 @@ def calibration_sentence(result: dict[str, Any]) -> str:
 
 
 def calibration_band(
-    service_cal: Any,
-    pass_cals: list[Any],
-    rpc: str,
-    rows: list[dict[str, Any]],
-    measured_passes: list[list[Any]],
-    *,
-    warmup_s: float,
-    max_in_flight: int,
-    seed: int,
-    replications: int,
+    service_cal: Any, pass_cals: list[Any], rows: list[dict[str, Any]], replay: Replay
 ) -> dict[str, Any] | None:
     """How much of the verdict the calibration's own sampling decides: the judged rows
     predicted again with the batch table one standard error shorter and longer
     (``fit.batch_level_se`` over the calibration's passes, ``pass_cals``), on the same
-    arrivals; ``p95_error_cal_lo`` / ``_hi`` on each judged row.
+    arrivals (``replay``, as the rows were predicted); ``p95_error_cal_lo`` / ``_hi`` on
+    each judged row.
 
     Near the knee a few per cent of batch time are a large share of the queue (intent's
     error at 0.7 of its knee: -18 / +24 points for -3 / +3 % in run 57), and on a noisy
@@ -373,27 +366,17 @@ def calibration_band(
     three or more passes."""
     from simulator.capacity.fit import batch_level_se
 
+    rpc = replay.rpc
     se = batch_level_se(service_cal.rpcs[rpc], [c.rpcs[rpc] for c in pass_cals])
     if se is None:
         return None
-    passes = len(measured_passes)
+    passes = len(replay.measured_passes)
     for key, factor in (("p95_error_cal_lo", math.exp(-se)), ("p95_error_cal_hi", math.exp(se))):
         scaled = scaled_batch_times(service_cal, rpc, factor)
         for index, row in enumerate(rows):
-            if not row.get("judged"):
-                continue
-            _, each = predict_rate(
-                [scaled] * passes,
-                rpc,
-                row["rate"],
-                index,
-                measured_passes,
-                warmup_s=warmup_s,
-                max_in_flight=max_in_flight,
-                seed=seed,
-                replications=replications,
-            )
-            row[key] = relative_error(sum(each) / len(each), row["m_p95_med_ms"])
+            if row.get("judged"):
+                _, each = replay.predict(index, row["rate"], [scaled] * passes)
+                row[key] = relative_error(sum(each) / len(each), row["m_p95_med_ms"])
     return {"batch_level_se": round(se, 4)}
 
 
@@ -498,43 +481,47 @@ def measure_rates(
     ]
 
 
-def predict_rate(
-    calibrations: list[Any],
-    rpc: str,
-    rate: float,
-    index: int,
-    measured_passes: list[list[Any]],
-    *,
-    warmup_s: float,
-    max_in_flight: int,
-    seed: int,
-    replications: int,
-) -> tuple[dict[str, Any], list[float]]:
-    """The model at ladder rate ``index`` (``rate``), pass by pass with ``calibrations[k]``
-    in pass ``k``'s window and arrivals (``arrival_seed``: the same for every caller, so two
-    calibrations compare on common random numbers): the pooled summary over passes and
-    replications, and each replication's median over passes of the pass's p95."""
-    from simulator.capacity.fit import simulate_open
-    from simulator.capacity.measure import OpenJob, merge_results
+@dataclass(frozen=True)
+class Replay:
+    """The model replaying one service's measured passes: each pass in its own window
+    (``window_s``) and with its own arrivals (``arrival_seed``: the same for every
+    calibration replayed, so two calibrations compare on common random numbers), fresh
+    arrivals in each further replication."""
 
-    runs = [
-        [
-            simulate_open(
-                calibrations[pass_index],
-                rpc,
-                rate=rate,
-                duration_s=measured_passes[pass_index][index].window_s,
-                warmup_s=warmup_s,
-                seed=arrival_seed(seed, pass_index, index, replica),
-                max_in_flight=max_in_flight,
-                timeout_s=OpenJob.timeout_s,
-            )
-            for pass_index in range(len(measured_passes))
+    rpc: str
+    measured_passes: list[list[Any]]
+    warmup_s: float
+    max_in_flight: int
+    seed: int
+    replications: int = 1
+
+    def predict(
+        self, index: int, rate: float, calibrations: list[Any]
+    ) -> tuple[dict[str, Any], list[float]]:
+        """The model at ladder rate ``index`` (``rate``), with ``calibrations[k]`` in pass
+        ``k``: the pooled summary over passes and replications, and each replication's
+        median over passes of the pass's p95."""
+        from simulator.capacity.fit import simulate_open
+        from simulator.capacity.measure import OpenJob, merge_results
+
+        runs = [
+            [
+                simulate_open(
+                    calibrations[pass_index],
+                    self.rpc,
+                    rate=rate,
+                    duration_s=passes[index].window_s,
+                    warmup_s=self.warmup_s,
+                    seed=arrival_seed(self.seed, pass_index, index, replica),
+                    max_in_flight=self.max_in_flight,
+                    timeout_s=OpenJob.timeout_s,
+                )
+                for pass_index, passes in enumerate(self.measured_passes)
+            ]
+            for replica in range(self.replications)
         ]
-        for replica in range(replications)
-    ]
-    pooled: dict[str, Any] = merge_results([r for rep in runs for r in rep]).summary()
-    return pooled, [pass_median_p95(rep) for rep in runs]
+        pooled: dict[str, Any] = merge_results([r for rep in runs for r in rep]).summary()
+        return pooled, [pass_median_p95(rep) for rep in runs]
 
 
 def predict_rows(
@@ -574,21 +561,7 @@ def predict_rows(
     from simulator.capacity.measure import merge_results
 
     passes = len(measured_passes)
-
-    def predict(
-        index: int, rate: float, calibrations: list[Any]
-    ) -> tuple[dict[str, Any], list[float]]:
-        return predict_rate(
-            calibrations,
-            rpc,
-            rate,
-            index,
-            measured_passes,
-            warmup_s=warmup_s,
-            max_in_flight=max_in_flight,
-            seed=seed,
-            replications=replications,
-        )
+    predict = Replay(rpc, measured_passes, warmup_s, max_in_flight, seed, replications).predict
 
     def relative_se(values: list[float]) -> float | None:
         mean = float(np.mean(values))
@@ -846,16 +819,16 @@ def judge(
         )
         verdict["analytic_capacity_per_s"] = round(capacity_per_s(service_cal, rpc), 1)
         if paired:
-            verdict["calibration_band"] = calibration_band(
-                service_cal,
-                [c.services[name] for c in paired],
+            replay = Replay(
                 rpc,
-                rows,
                 measured[name],
-                warmup_s=args.warmup,
-                max_in_flight=args.max_in_flight,
-                seed=args.seed,
-                replications=args.model_replications,
+                args.warmup,
+                args.max_in_flight,
+                args.seed,
+                args.model_replications,
+            )
+            verdict["calibration_band"] = calibration_band(
+                service_cal, [c.services[name] for c in paired], rows, replay
             )
         results[name] = {"rpc": rpc, "rows": rows, **verdict}
     from services.runtime.bench import run_metadata

@@ -267,13 +267,8 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     band = validate.calibration_band(
         calibration.services[rec],
         [c.services[rec] for c in paired],
-        "Recommend",
         rows,
-        measured[rec],
-        warmup_s=0.1,
-        max_in_flight=64,
-        seed=7,
-        replications=1,
+        validate.Replay("Recommend", measured[rec], warmup_s=0.1, max_in_flight=64, seed=7),
     )
     assert band is not None and band["batch_level_se"] > 0.1
     judged = [row for row in rows if row["judged"]]
