@@ -448,7 +448,10 @@ class Calibrator:
                 else []
             )
             spread = batch_cv_exponent(open_batches.by_size, pass_batches) if open_batches else None
-            pooled_spread = batch_cv_exponent(open_batches.by_size) if open_batches else None
+            # Without passes to read within (one pass's fit) the two are the same.
+            pooled_spread = (
+                batch_cv_exponent(open_batches.by_size) if open_batches and pass_batches else spread
+            )
             cv_exponent = 0.5
             latency_cv = cv
             if spread is not None:

@@ -203,17 +203,16 @@ def within_pass_cv(point: SpreadPoint, passes: Sequence[DurationCounts]) -> Spre
     low, and the cv high). Passes with no batches of the class are left out; with fewer than
     two passes the point is returned as it is."""
     used = [c for c in passes if c.count > 0 and c.sum_s > 0]
-    total = sum(c.count for c in used)
-    if len(used) < 2 or total <= 0 or point.cv <= 0:
+    if len(used) < 2 or point.cv <= 0:
         return point
+    total = sum(c.count for c in used)
     counts = np.asarray([c.count for c in used], dtype=float)
     logs = np.log([c.sum_s / c.count for c in used])
     centre = float((counts * logs).sum() / total)
     between = float((counts * (logs - centre) ** 2).sum())
     pooled = math.log1p(point.cv * point.cv)
+    # Positive with two or more passes: N^2 - sum n_k^2 = 2 sum_{j<k} n_j n_k.
     effective = total - float((counts * counts).sum()) / total
-    if effective <= 0:
-        return point
     noise = (len(used) - 1) * point.cv * point.cv
     tau2 = min(max((between - noise) / effective, 0.0), pooled)
     return replace(point, cv=math.sqrt(math.expm1(pooled - tau2)))
@@ -266,15 +265,15 @@ def batch_level_se(pooled: RpcCalibration, passes: Sequence[RpcCalibration]) -> 
     this is the calibration's part of the prediction's uncertainty. None with fewer than
     three passes with a table, or without a pooled one."""
     sizes = [n for n, _ in pooled.batch_ms]
-    if not sizes:
-        return None
     base = np.asarray([pooled.batch_mean_ms(n) for n in sizes])
+    if not sizes or not np.all(base > 0):
+        return None
     levels = [
         float(np.mean(np.log([c.batch_mean_ms(n) for n in sizes] / base)))
         for c in passes
         if c.batch_ms
     ]
-    if len(levels) < 3 or not np.all(base > 0):
+    if len(levels) < 3:
         return None
     return float(np.std(levels, ddof=1) / math.sqrt(len(levels)))
 

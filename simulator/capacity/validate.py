@@ -38,7 +38,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -382,8 +382,6 @@ def calibration_band(
 
 def scaled_batch_times(service_cal: Any, rpc: str, factor: float) -> Any:
     """``service_cal`` with ``rpc``'s batch table (and its line) ``factor`` times as long."""
-    from dataclasses import replace
-
     calibration = service_cal.rpcs[rpc]
     scaled = replace(
         calibration,
@@ -526,22 +524,17 @@ class Replay:
 
 def predict_rows(
     service_cal: Any,
-    rpc: str,
     rates: list[float],
-    measured_passes: list[list[Any]],
+    replay: Replay,
     *,
-    warmup_s: float,
-    max_in_flight: int,
-    seed: int,
     log: Any,
     paired: list[Any] | None = None,
-    replications: int = 1,
 ) -> list[dict[str, Any]]:
-    """Measured and predicted rows over the rate ladder: the model gets each measured run's
-    arrival times (same seed), cap and window (``window_s``); the passes are pooled on both
-    sides.
+    """Measured and predicted rows over the rate ladder (``replay.measured_passes``): the
+    model gets each measured run's arrival times (same seed), cap and window (``window_s``);
+    the passes are pooled on both sides.
 
-    With ``replications`` above 1 the model also runs the whole set of passes again with
+    With ``replay.replications`` above 1 the model also runs the whole set of passes again with
     fresh arrivals that many times less one, all pooled: a p95 of a few thousand calls at 70 %
     of a knee varies by about 10 % from one set of arrivals to the next, in the model as in
     the measurement, and the prediction should carry only the measurement's share of that.
@@ -560,8 +553,9 @@ def predict_rows(
 
     from simulator.capacity.measure import merge_results
 
+    rpc, measured_passes = replay.rpc, replay.measured_passes
     passes = len(measured_passes)
-    predict = Replay(rpc, measured_passes, warmup_s, max_in_flight, seed, replications).predict
+    predict = replay.predict
 
     def relative_se(values: list[float]) -> float | None:
         mean = float(np.mean(values))
@@ -798,17 +792,20 @@ def judge(
     for name in checked["services"]:
         rpc = MEASURABLE[name][0]
         service_cal = calibration.services[name]
+        replay = Replay(
+            rpc,
+            measured[name],
+            args.warmup,
+            args.max_in_flight,
+            args.seed,
+            args.model_replications,
+        )
         rows = predict_rows(
             service_cal,
-            rpc,
             rates[name],
-            measured[name],
-            warmup_s=args.warmup,
-            max_in_flight=args.max_in_flight,
-            seed=args.seed,
+            replay,
             log=log,
             paired=[c.services[name] for c in paired] if paired else None,
-            replications=args.model_replications,
         )
         verdict = evaluate(
             rows,
@@ -819,14 +816,6 @@ def judge(
         )
         verdict["analytic_capacity_per_s"] = round(capacity_per_s(service_cal, rpc), 1)
         if paired:
-            replay = Replay(
-                rpc,
-                measured[name],
-                args.warmup,
-                args.max_in_flight,
-                args.seed,
-                args.model_replications,
-            )
             verdict["calibration_band"] = calibration_band(
                 service_cal, [c.services[name] for c in paired], rows, replay
             )

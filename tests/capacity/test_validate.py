@@ -90,14 +90,16 @@ def test_the_judged_p95_is_the_median_of_the_passes_on_both_sides() -> None:
     quiet = [measured_pass(p) for p in (19.0, 20.0, 21.0, 20.0, 19.5, 20.5, 20.0)]
     (row,) = validate.predict_rows(
         service,
-        "Classify",
         [rate],
-        [*quiet, measured_pass(400.0, slow_calls=50)],
-        warmup_s=0.2,
-        max_in_flight=256,
-        seed=3,
+        validate.Replay(
+            "Classify",
+            [*quiet, measured_pass(400.0, slow_calls=50)],
+            warmup_s=0.2,
+            max_in_flight=256,
+            seed=3,
+            replications=3,
+        ),
         log=lambda _m: None,
-        replications=3,
     )
     assert row["m_p95_med_ms"] == pytest.approx(20.0)
     assert row["m_p95_ms"] > 5 * row["m_p95_med_ms"]  # pooled: the stalled pass's tail
@@ -241,14 +243,11 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     assert per_pass == pytest.approx([0.3, 0.9, 0.9], rel=0.15)
     assert len(json.loads((tmp_path / "calibration-passes.json").read_text())) == 3
     # Each row carries the measured p95 of every pass and its standard error over them.
+    replay = validate.Replay("Recommend", measured[rec], warmup_s=0.1, max_in_flight=64, seed=7)
     rows = validate.predict_rows(
         calibration.services[rec],
-        "Recommend",
         rates[rec],
-        measured[rec],
-        warmup_s=0.1,
-        max_in_flight=64,
-        seed=7,
+        replay,
         log=lambda _m: None,
         paired=[c.services[rec] for c in paired],
     )
@@ -265,10 +264,7 @@ def test_calibration_passes_alternate_with_validation_passes_and_all_are_fitted(
     # longer (one fast pass, two slow: the levels spread widely), on the same arrivals.
     validate.evaluate(rows, p95_tolerance=0.15, knee_tolerance=0.2, below_knee=0.8)
     band = validate.calibration_band(
-        calibration.services[rec],
-        [c.services[rec] for c in paired],
-        rows,
-        validate.Replay("Recommend", measured[rec], warmup_s=0.1, max_in_flight=64, seed=7),
+        calibration.services[rec], [c.services[rec] for c in paired], rows, replay
     )
     assert band is not None and band["batch_level_se"] > 0.1
     judged = [row for row in rows if row["judged"]]
@@ -296,14 +292,16 @@ def test_model_replications_pool_fresh_arrivals_and_steady_the_prediction() -> N
     def p95(seed: int, replications: int) -> tuple[float, Any]:
         (row,) = validate.predict_rows(
             service,
-            "Classify",
             [280.0],
-            measured,
-            warmup_s=0.2,
-            max_in_flight=256,
-            seed=seed,
+            validate.Replay(
+                "Classify",
+                measured,
+                warmup_s=0.2,
+                max_in_flight=256,
+                seed=seed,
+                replications=replications,
+            ),
             log=lambda _m: None,
-            replications=replications,
         )
         return row["p_p95_med_ms"], row["p_p95_se"]
 
