@@ -4,7 +4,9 @@
    windows. For each, build the histories, popularity and EASE models from the events before
    it, and choose by grid search the EASE lambda, the input decay and the popularity weight
    that maximise mean Recall@20 on new items, then the repeat weight and decay that maximise
-   mean Recall@20 on all purchases. The test window is never seen.
+   mean Recall@20 on all purchases. Where the items have descriptions, the weight of the
+   descriptions in the EASE Gram matrix is chosen with the item-item part. The test window
+   is never seen.
 2. Rebuild everything from the whole training window with the chosen settings.
 """
 
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm import tqdm
 
 from services.recommendation.data import EVENT_WEIGHTS, PURCHASE, Interactions
@@ -55,6 +58,11 @@ class TrainConfig:
     beta_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
     alpha_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     tau_repeat_grid: tuple[float, ...] = (90.0, 365.0, 1e6)
+    #: Weight of the items' descriptions in the EASE Gram matrix (see
+    #: :func:`description_similarity`), relative to the mean diagonal of ``X^T X``; 0 is
+    #: plain EASE. Tuned over ``side_weight_grid`` when the log has descriptions.
+    side_weight: float = 0.0
+    side_weight_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
     #: Above this many items the dense EASE matrix is replaced by low-rank factors.
     max_dense_items: int = 20_000
     lowrank_rank: int = 128
@@ -154,13 +162,45 @@ def interaction_matrix_cells(
     return keys, np.exp(-age_days / tau_matrix_days)
 
 
+def description_similarity(
+    item_ids: list[str], descriptions: dict[str, str]
+) -> torch.Tensor | None:
+    """The items' descriptions as side information for EASE: ``D D^T`` (items x items, float64),
+    ``D`` holding each item's L2-normalised TF-IDF word weights, so entry (i, j) is the cosine
+    similarity of the two descriptions. None when fewer than two items have a description
+    with words in it (event logs carry none).
+
+    EASE with side information (Jeunen, Van Balen and Goethals 2020, "Closed-form models for
+    collaborative filtering with side-information") treats every word as a pseudo-user who
+    bought each item whose description has it: ``X^T X + w D D^T`` in place of ``X^T X``.
+    Colour and size variants of one product ("RED SPOT CERAMIC DRAWER KNOB", "BLUE SPOT
+    ...") then share weight even when no shopper has bought both yet, which is where the
+    co-purchase matrix alone knows least: new items for a shopper.
+    """
+    texts = [descriptions.get(item, "") for item in item_ids]
+    if sum(1 for text in texts if text.strip()) < 2:
+        return None
+    # Words of two letters or more; digits and sizes ("12", "3x4") say little about a product.
+    vectorizer = TfidfVectorizer(token_pattern=r"(?u)\b[^\W\d_]{2,}\b", dtype=np.float64)
+    try:
+        words = vectorizer.fit_transform(texts)
+    except ValueError:  # no words at all
+        return None
+    return torch.from_numpy((words @ words.T).toarray())
+
+
 def fit_item_item(
-    log: IndexedLog, config: TrainConfig, reference_time: float | None = None
+    log: IndexedLog,
+    config: TrainConfig,
+    reference_time: float | None = None,
+    side: torch.Tensor | None = None,
 ) -> ItemItem:
     """EASE (closed form) on the user-item matrix, or low-rank factors above the limit.
 
     The matrix is binary, or recency-weighted when ``reference_time`` is given and
-    ``config.tau_matrix_days`` is finite (see :func:`interaction_matrix_cells`).
+    ``config.tau_matrix_days`` is finite (see :func:`interaction_matrix_cells`). ``side``
+    (:func:`description_similarity`) enters the dense model's Gram matrix with
+    ``config.side_weight`` times the mean of its diagonal; the low-rank model ignores it.
     """
     n = log.num_items
     keys, values = interaction_matrix_cells(log, reference_time, config.tau_matrix_days)
@@ -170,6 +210,10 @@ def fit_item_item(
     if binary is not None:
         binary[torch.from_numpy(keys // n), torch.from_numpy(keys % n)] = torch.from_numpy(values)
         gram = binary.T @ binary
+        if side is not None and config.side_weight > 0:
+            # On the scale of an average item's own mass in X^T X, so one weight carries
+            # across logs of any size.
+            gram += (config.side_weight * float(torch.diagonal(gram).mean())) * side
         gram += config.ease_lambda * torch.eye(n, dtype=torch.float64)
         precision = torch.linalg.inv(gram)
         weights = -precision / torch.diagonal(precision)
@@ -229,9 +273,17 @@ def rank_all(
 class _ValidationWindow:
     """Features from the events before ``cut``, targets from [cut, end): one tuning window."""
 
-    def __init__(self, log: IndexedLog, cut: float, end: float, config: TrainConfig) -> None:
+    def __init__(
+        self,
+        log: IndexedLog,
+        cut: float,
+        end: float,
+        config: TrainConfig,
+        side: torch.Tensor | None = None,
+    ) -> None:
         self.cut = cut
         self.config = config
+        self.side = side
         self.before = log.before(cut)
         self.popularity = torch.from_numpy(build_popularity(self.before, cut).blend(cut))
         targets = purchase_targets(log, cut, end)
@@ -257,20 +309,23 @@ class _ValidationWindow:
         new_target = self.target & ~self.seen
         self.has_new = new_target.any(dim=1)
         self.new_target = new_target[self.has_new]
-        self.models: dict[tuple[float, float], ItemItem] = {}
+        self.models: dict[tuple[float, float, float], ItemItem] = {}
 
-    def item_item(self, lam: float, tau_matrix: float) -> ItemItem:
-        if (lam, tau_matrix) not in self.models:
-            settings = replace(self.config, ease_lambda=lam, tau_matrix_days=tau_matrix)
-            self.models[lam, tau_matrix] = fit_item_item(self.before, settings, self.cut)
-        return self.models[lam, tau_matrix]
+    def item_item(self, lam: float, tau_matrix: float, side_weight: float) -> ItemItem:
+        key = (lam, tau_matrix, side_weight)
+        if key not in self.models:
+            settings = replace(
+                self.config, ease_lambda=lam, tau_matrix_days=tau_matrix, side_weight=side_weight
+            )
+            self.models[key] = fit_item_item(self.before, settings, self.cut, self.side)
+        return self.models[key]
 
     def scores(
-        self, lam: float, tau_matrix: float, tau: float, weights: BlendWeights
+        self, lam: float, tau_matrix: float, side_weight: float, tau: float, weights: BlendWeights
     ) -> torch.Tensor:
         with torch.no_grad():
             return score_batch(
-                self.item_item(lam, tau_matrix),
+                self.item_item(lam, tau_matrix, side_weight),
                 weights,
                 self.popularity,
                 self.histories[tau].batch(self.users),
@@ -291,71 +346,114 @@ class _ValidationWindow:
         return float(per_user.mean()), error
 
 
+#: A point of the new-item grid: lambda, tau_matrix, side_weight, tau_input, beta.
+_Setting = tuple[float, float, float, float, float]
+
+
+@dataclass(frozen=True)
+class _Tuned:
+    """What the validation windows chose (``_tune_blend``)."""
+
+    ease_lambda: float
+    tau_matrix_days: float
+    side_weight: float
+    tau_input_days: float
+    weights: BlendWeights
+    metrics: dict[str, float]
+
+
 def _tune_blend(
-    log: IndexedLog, end: float, config: TrainConfig, progress: bool
-) -> tuple[float, float, float, BlendWeights, dict[str, float]]:
-    """Choose EASE lambda, matrix recency weighting, input decay and blend weights (validation).
+    log: IndexedLog, end: float, config: TrainConfig, side: torch.Tensor | None, progress: bool
+) -> _Tuned:
+    """Choose EASE lambda, matrix recency weighting, the descriptions' weight, input decay and
+    blend weights (validation).
 
     ``validation_windows`` consecutive windows of ``label_days`` each end at ``end``; a setting
     is judged by its mean over them (one season alone over-fits). The item-item part and the
     popularity weight are chosen on new-item Recall@20 (the repeat term cannot help there), then
     the repeat weight and decay on Recall@20 over all purchases. Scores of all validation users
-    are held densely, so each grid point costs one top-k.
+    are held densely, so each grid point costs one top-k. Without descriptions (``side`` None)
+    the descriptions' weight stays 0.
     """
     span = config.label_days * DAY
     windows = []
     for w in range(config.validation_windows):
         cut = end - span * (w + 1)
         if (log.times < cut).any():
-            window = _ValidationWindow(log, cut, cut + span, config)
+            window = _ValidationWindow(log, cut, cut + span, config, side)
             if len(window.users) and bool(window.has_new.any()):
                 windows.append(window)
     if not windows:
         raise ValueError("no purchases to validate on at the end of the training window")
     grid = [
-        (lam, tau_matrix, tau)
+        (lam, tau_matrix, 0.0, tau)
         for lam in config.ease_lambda_grid
         for tau_matrix in config.tau_matrix_grid
         for tau in config.tau_input_grid
     ]
+    # The descriptions' weight is chosen after the rest of the item-item part, on its
+    # settings: searched jointly, it moved lambda and the input decay to values that did
+    # better on validation and worse on a later season (docs/recommendation.md).
+    side_grid = [w for w in config.side_weight_grid if w > 0] if side is not None else []
     bar = tqdm(
-        total=len(windows) * (len(grid) + 1),
+        total=len(windows) * (len(grid) + len(side_grid) + 1),
         desc="tuning blend on validation windows",
         unit="step",
         disable=not progress,
     )
-    new_recall: dict[tuple[float, float, float, float], float] = {}
-    new_error: dict[tuple[float, float, float, float], float] = {}
-    for window in windows:
-        for lam, tau_matrix, tau in grid:
-            base = window.scores(lam, tau_matrix, tau, BlendWeights(alpha=0.0, beta=0.0))
-            for beta in config.beta_grid:
-                value, error = window.recall_new_with_error(
-                    base + beta * window.popularity.unsqueeze(0)
-                )
-                key = (lam, tau_matrix, tau, beta)
-                new_recall[key] = new_recall.get(key, 0.0) + value / len(windows)
-                new_error[key] = new_error.get(key, 0.0) + (error / len(windows)) ** 2
-            bar.update(1)
-        window.models.clear()  # the dense EASE matrices are large; keep one window's at a time
-    lam, tau_matrix, tau, best_beta = max(new_recall, key=lambda key: new_recall[key])
-    # One-standard-error rule on the popularity weight: the smallest beta whose validation
-    # recall is within one standard error of the best. Popularity's gain on the validation
-    # windows (summer) does not carry over to a season change, and within the error bar the
-    # simpler, more personal ranking is the safer choice.
-    threshold = new_recall[lam, tau_matrix, tau, best_beta] - math.sqrt(
-        new_error[lam, tau_matrix, tau, best_beta]
+    # Keyed by (lambda, tau_matrix, side_weight, tau_input, beta).
+    new_recall: dict[_Setting, float] = {}
+    new_error: dict[_Setting, float] = {}
+
+    def judge(settings: list[tuple[float, float, float, float]]) -> None:
+        """Mean new-item recall (and its error) over the windows at each beta."""
+        for window in windows:
+            for setting in settings:
+                base = window.scores(*setting, BlendWeights(alpha=0.0, beta=0.0))
+                for beta in config.beta_grid:
+                    value, error = window.recall_new_with_error(
+                        base + beta * window.popularity.unsqueeze(0)
+                    )
+                    key = (*setting, beta)
+                    new_recall[key] = new_recall.get(key, 0.0) + value / len(windows)
+                    new_error[key] = new_error.get(key, 0.0) + (error / len(windows)) ** 2
+                bar.update(1)
+            window.models.clear()  # the dense EASE matrices are large: one window's at a time
+
+    judge(grid)
+    lam, tau_matrix, _, tau, _ = max(new_recall, key=lambda key: new_recall[key])
+    judge([(lam, tau_matrix, side_weight, tau) for side_weight in side_grid])
+
+    def best_beta(side_weight: float) -> float:
+        return max(config.beta_grid, key=lambda b: new_recall[lam, tau_matrix, side_weight, tau, b])
+
+    def within_one_error(values: list[float], key: Callable[[float], _Setting]) -> float:
+        """The smallest value whose validation recall is within one standard error of the
+        best value's (the one-standard-error rule)."""
+        top = key(max(values, key=lambda v: new_recall[key(v)]))
+        threshold = new_recall[top] - math.sqrt(new_error[top])
+        return min(v for v in values if new_recall[key(v)] >= threshold)
+
+    # One-standard-error rule on the descriptions' weight and then on the popularity weight:
+    # the smallest weight whose validation recall is within one standard error of the best.
+    # Popularity's gain on the validation windows (summer) does not carry over to a season
+    # change; the descriptions' gain on new items costs recall over all purchases (they
+    # compete with the shopper's own items for the top places). Within the error bar the
+    # lighter, more personal ranking is the safer choice.
+    side_weight = within_one_error(
+        [0.0, *side_grid], lambda w: (lam, tau_matrix, w, tau, best_beta(w))
     )
-    beta = min(b for b in config.beta_grid if new_recall[lam, tau_matrix, tau, b] >= threshold)
+    chosen = (lam, tau_matrix, side_weight, tau)
+    beta = within_one_error(list(config.beta_grid), lambda b: (*chosen, b))
     all_recall: dict[BlendWeights, float] = {}
     for window in windows:
-        base = window.scores(lam, tau_matrix, tau, BlendWeights(alpha=0.0, beta=beta))
+        base = window.scores(*chosen, BlendWeights(alpha=0.0, beta=beta))
         candidates = [BlendWeights(0.0, beta)]
         all_recall[candidates[0]] = all_recall.get(candidates[0], 0.0) + window.recall_all(
             base
         ) / len(windows)
         for tau_repeat in config.tau_repeat_grid:
-            repeat = window.scores(lam, tau_matrix, tau, BlendWeights(1.0, beta, tau_repeat)) - base
+            repeat = window.scores(*chosen, BlendWeights(1.0, beta, tau_repeat)) - base
             for alpha in config.alpha_grid:
                 weights = BlendWeights(alpha, beta, tau_repeat)
                 value = window.recall_all(base + alpha * repeat)
@@ -365,11 +463,12 @@ def _tune_blend(
     weights = max(all_recall, key=lambda key: all_recall[key])
     metrics = {
         "validation_recall@20": round(all_recall[weights], 4),
-        "validation_recall@20_new": round(new_recall[(lam, tau_matrix, tau, beta)], 4),
+        "validation_recall@20_new": round(new_recall[(*chosen, beta)], 4),
         "validation_windows": float(len(windows)),
         "validation_users": float(sum(len(w.users) for w in windows)),
     }
-    return lam, tau_matrix, tau, weights, metrics
+    lam, tau_matrix, side_weight, tau = chosen
+    return _Tuned(lam, tau_matrix, side_weight, tau, weights, metrics)
 
 
 def train(
@@ -394,11 +493,24 @@ def train(
             f"the training window needs events both before and within its last "
             f"{config.label_days:g} days (the label window)"
         )
-    lam, tau_matrix, tau_input, weights, metrics = _tune_blend(indexed, end, config, progress)
-    config = replace(config, ease_lambda=lam, tau_input_days=tau_input, tau_matrix_days=tau_matrix)
-    history = build_history(indexed, end, tau_input)
+    # Only the dense model takes side information (a low-rank one ignores it).
+    side = (
+        description_similarity(item_ids, window.descriptions)
+        if indexed.num_items <= config.max_dense_items
+        else None
+    )
+    tuned = _tune_blend(indexed, end, config, side, progress)
+    weights, metrics = tuned.weights, tuned.metrics
+    config = replace(
+        config,
+        ease_lambda=tuned.ease_lambda,
+        tau_input_days=tuned.tau_input_days,
+        tau_matrix_days=tuned.tau_matrix_days,
+        side_weight=tuned.side_weight,
+    )
+    history = build_history(indexed, end, config.tau_input_days)
     popularity = build_popularity(indexed, end)
-    item_item = fit_item_item(indexed, config, end)
+    item_item = fit_item_item(indexed, config, end, side)
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     trained_at = time.time()
     digest = hashlib.sha256()
@@ -408,9 +520,11 @@ def train(
     stamp = datetime.fromtimestamp(trained_at, UTC).strftime("%Y%m%dT%H%M%SZ")
     hyper = (
         {
-            "ease_lambda": lam,
-            "tau_input_days": tau_input,
-            "tau_matrix_days": tau_matrix,
+            "ease_lambda": config.ease_lambda,
+            "tau_input_days": config.tau_input_days,
+            "tau_matrix_days": config.tau_matrix_days,
+            # None: the log had no descriptions (or the model is low-rank), plain EASE.
+            "side_weight": config.side_weight if side is not None else None,
             "label_days": config.label_days,
             "validation_windows": config.validation_windows,
             "max_dense_items": config.max_dense_items,

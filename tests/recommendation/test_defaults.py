@@ -14,6 +14,8 @@ def test_default_model_is_trained_from_the_shipped_sample_and_cached(tmp_path: P
     assert first.parent == tmp_path / "models" / "recommendation"
     meta = json.loads((first / "metadata.json").read_text())
     assert meta["num_users"] > 500 and meta["num_items"] > 1000
+    # The sample has descriptions, so their weight in EASE was tuned (None: none were read).
+    assert meta["hyperparameters"]["side_weight"] in (0.0, 0.25, 0.5, 1.0)
     again = ensure_default_model(tmp_path, progress=False)
     assert again == first
     assert len(list(first.parent.iterdir())) == 1

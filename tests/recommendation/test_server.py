@@ -205,7 +205,12 @@ async def test_feedback_changes_the_next_answer_and_survives_restart(
         stub = pb_grpc.RecommendationServiceStub(svc.channel)
         again = await stub.Recommend(pb.RecommendRequest(user_id="newcomer", k=5))
         assert again.personalized
-        assert [i.item_id for i in again.items] == [i.item_id for i in after.items]
+        # The same items with the same scores. Not compared as a list: the bought item's
+        # repeat term and the best item-item score are each scaled to 1, so the top two tie
+        # exactly here, and the partial sort behind top-k may put tied items either way.
+        assert {(i.item_id, round(i.score, 5)) for i in again.items} == {
+            (i.item_id, round(i.score, 5)) for i in after.items
+        }
 
 
 async def test_hot_reload_under_concurrent_requests(

@@ -24,6 +24,8 @@ def test_model_directory_is_complete_and_versioned(model_dir: Path) -> None:
     assert meta["num_users"] == NUM_USERS
     assert 0.0 <= meta["metrics"]["validation_recall@20"] <= 1.0
     assert meta["hyperparameters"]["ease_lambda"] in FAST_CONFIG.ease_lambda_grid
+    # An event log has no descriptions: plain EASE, and the metadata says so.
+    assert meta["hyperparameters"]["side_weight"] is None
     assert newest_model_dir(model_dir.parent) == model_dir
 
 
