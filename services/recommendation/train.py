@@ -5,8 +5,8 @@
    it, and choose by grid search the EASE lambda, the input decay and the popularity weight
    that maximise mean Recall@20 on new items, then the repeat weight and decay that maximise
    mean Recall@20 on all purchases. Where the items have descriptions, the weight of the
-   descriptions in the EASE Gram matrix is chosen with the item-item part. The test window
-   is never seen.
+   descriptions in the EASE Gram matrix is chosen after the rest of the item-item part, by
+   new-item Recall@20 too. The test window is never seen.
 2. Rebuild everything from the whole training window with the chosen settings.
 """
 
