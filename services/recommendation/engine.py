@@ -323,6 +323,7 @@ class ServingState:
                 self.now(),
                 k_max,
                 banned,
+                repurchase=self.model.repurchase,
             )
             found = (found_lowrank[0], found_lowrank[1])
             if unfinished:
@@ -338,6 +339,7 @@ class ServingState:
                     self.now(),
                     k_max,
                     [banned[row] for row in unfinished],
+                    repurchase=self.model.repurchase,
                 )
                 if full is None:
                     found = None
@@ -403,6 +405,7 @@ class ServingState:
                 min(20, len(model.item_ids)),
                 [np.zeros(0, dtype=np.int64)] * batch.size,
                 stats=stats,
+                repurchase=model.repurchase,
             )
         # Pays when most of the sample stops within a quarter of the catalogue (or the first
         # chunk, for small catalogues).
@@ -436,7 +439,12 @@ class ServingState:
             batch = HistoryBatch.concat([prepared[i].history for i in warm])  # type: ignore[misc]
             with torch.no_grad():
                 warm_scores = score_batch(
-                    self.model.item_item, self.model.weights, prior, batch, self.now()
+                    self.model.item_item,
+                    self.model.weights,
+                    prior,
+                    batch,
+                    self.now(),
+                    self.model.repurchase,
                 )
             if len(warm) == len(prepared):
                 scores = warm_scores

@@ -111,7 +111,12 @@ def evaluate(
 
     def blend(chunk: np.ndarray) -> torch.Tensor:
         return score_batch(
-            model.item_item, model.weights, popularity, model.history.batch(chunk), reference
+            model.item_item,
+            model.weights,
+            popularity,
+            model.history.batch(chunk),
+            reference,
+            model.repurchase,
         )
 
     scorers = baseline_scorers(train_log, reference) | {f"shoptwin ({model.metadata.kind})": blend}

@@ -9,7 +9,9 @@ score(u, i) = itemitem(u, i) / max_j itemitem(u, j)                 (dense over 
 decay of their age, and ``B`` is the EASE weight matrix (closed form in PyTorch, items x items).
 Above ``max_dense_items`` items ``B`` does not fit, so it is replaced by low-rank factors
 ``P Q^T`` and scored as ``(x_u @ P) @ Q^T``: one matmul per batch either way.
-``repeat(u, i) = count(u, i) * exp(-days since u last bought i / tau_repeat)``.
+``repeat(u, i) = count(u, i) * rate(i)^gamma * exp(-days since u last bought i / tau_repeat)``,
+``rate(i)`` the share of i's buyers who bought it on two days or more (consumables are bought
+again, one-off items are not; :func:`repeat_term`).
 ``alpha``, ``beta``, ``tau_repeat`` and the EASE settings are chosen on a validation window cut
 from the end of the training window (see :mod:`services.recommendation.train`). The score is
 additive so that serving touches the catalogue only through one dense matmul and one vector add.
@@ -39,9 +41,17 @@ class BlendWeights:
     alpha: float = 1.0
     beta: float = 0.1
     tau_repeat_days: float = 365.0
+    #: gamma: how much an item's repurchase rate weighs in the repeat term (0: not at all, as
+    #: in models trained before it existed).
+    repeat_rate_power: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {"alpha": self.alpha, "beta": self.beta, "tau_repeat_days": self.tau_repeat_days}
+        return {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "tau_repeat_days": self.tau_repeat_days,
+            "repeat_rate_power": self.repeat_rate_power,
+        }
 
 
 class NormOrder:
@@ -243,10 +253,12 @@ def score_batch(
     popularity: torch.Tensor,
     batch: HistoryBatch,
     now: float,
+    repurchase: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Scores (batch x items) of a batch of histories at model time ``now``.
 
-    ``popularity`` is the popularity term scaled to a maximum of 1 (``Popularity.blend``).
+    ``popularity`` is the popularity term scaled to a maximum of 1 (``Popularity.blend``);
+    ``repurchase`` the items' repurchase rates (:func:`repeat_term`).
     """
     num_items = item_item.num_items
     rows = torch.from_numpy(batch.rows)
@@ -264,15 +276,27 @@ def score_batch(
     if weights.beta:
         scores.add_(popularity.unsqueeze(0), alpha=weights.beta)
     if batch.rows.size and weights.alpha:
-        scores.index_put_((rows, items), repeat_term(weights, batch, now), accumulate=True)
+        scores.index_put_(
+            (rows, items), repeat_term(weights, batch, now, repurchase), accumulate=True
+        )
     return scores
 
 
-def repeat_term(weights: BlendWeights, batch: HistoryBatch, now: float) -> torch.Tensor:
+def repeat_term(
+    weights: BlendWeights, batch: HistoryBatch, now: float, repurchase: np.ndarray | None = None
+) -> torch.Tensor:
     """The repeat term of each history entry of ``batch``, scaled per row to a maximum of
-    ``alpha`` (the blend's third term, nonzero only on a user's own items)."""
+    ``alpha`` (the blend's third term, nonzero only on a user's own items).
+
+    ``repurchase`` holds each item's repurchase rate
+    (:func:`services.recommendation.train.repurchase_rates`); with
+    ``weights.repeat_rate_power`` > 0 an entry's count is weighted by its item's rate to that
+    power, so that of two items bought as often, the one its buyers usually buy again ranks
+    first."""
     days = np.maximum((now - batch.last_times) / DAY, 0.0)
     repeat = (batch.counts * np.exp(-days / weights.tau_repeat_days)).astype(np.float32)
+    if repurchase is not None and weights.repeat_rate_power:
+        repeat *= repurchase[batch.items] ** np.float32(weights.repeat_rate_power)
     row_max = _per_row(np.maximum, repeat, batch.rows, batch.size)
     scale = np.float32(weights.alpha) / np.maximum(row_max, np.float32(1e-9))
     return torch.from_numpy(scale[batch.rows] * repeat)
@@ -297,6 +321,7 @@ def blend_top_k(
     k: int,
     banned: list[np.ndarray],
     block: int = SCORE_BLOCK,
+    repurchase: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Exact row-wise top-``k`` of :func:`score_batch` with ``banned[row]`` items excluded,
     touching the full catalogue only twice per row: the item-item matmul and one
@@ -373,7 +398,7 @@ def blend_top_k(
         return torch.where(in_tail, width * block + item_ids - tail_start, head)
 
     if batch.rows.size and weights.alpha:
-        repeat = repeat_term(weights, batch, now)
+        repeat = repeat_term(weights, batch, now, repurchase)
         scores.index_put_((rows, columns(rows, items)), repeat, accumulate=True)
     if any(b.size for b in banned):
         ban_rows = torch.from_numpy(
@@ -398,6 +423,7 @@ def lowrank_top_k(
     first_chunk: int = 2048,
     max_fraction: float = 0.5,
     stats: dict[str, float] | None = None,
+    repurchase: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Exact row-wise top-``k`` of :func:`score_batch` for a low-rank model, with
     ``banned[row]`` excluded, scoring items in :class:`NormOrder` chunks and stopping each row
@@ -493,7 +519,7 @@ def lowrank_top_k(
         stats["unfinished"] = float(len(unfinished))
     row_max = np.maximum(running_max, np.float32(1e-9))
     repeat = (
-        repeat_term(weights, batch, now).numpy()
+        repeat_term(weights, batch, now, repurchase).numpy()
         if rows.size and weights.alpha
         else np.zeros(rows.size, dtype=np.float32)
     )
@@ -639,6 +665,9 @@ class RecommenderModel:
     popularity: Popularity
     item_item: ItemItem
     weights: BlendWeights
+    #: Each item's repurchase rate (the repeat term's item weight; ``repeat_term``). None in
+    #: models trained before it existed.
+    repurchase: np.ndarray | None = None
     #: Set when loaded from (or saved to) a directory.
     directory: Path | None = None
 
@@ -681,6 +710,8 @@ class RecommenderModel:
             sums=self.popularity.sums,
             reference_time=np.asarray(self.popularity.reference_time),
         )
+        if self.repurchase is not None:
+            np.save(directory / "repurchase.npy", self.repurchase)
         # metadata.json last: its presence marks a complete model directory.
         (directory / "metadata.json").write_text(
             json.dumps(self.metadata.as_dict(), indent=2) + "\n", encoding="utf-8"
@@ -722,5 +753,6 @@ class RecommenderModel:
             popularity,
             ItemItem.from_state(weights["item_item"]),
             blend,
+            np.load(rates) if (rates := directory / "repurchase.npy").is_file() else None,
             directory,
         )

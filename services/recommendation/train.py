@@ -3,10 +3,11 @@
 1. Cut the last ``validation_windows`` x ``label_days`` of the training window into validation
    windows. For each, build the histories, popularity and EASE models from the events before
    it, and choose by grid search the EASE lambda, the input decay and the popularity weight
-   that maximise mean Recall@20 on new items, then the repeat weight and decay that maximise
-   mean Recall@20 on all purchases. Where the items have descriptions, the weight of the
-   descriptions in the EASE Gram matrix is chosen after the rest of the item-item part, by
-   new-item Recall@20 too. The test window is never seen.
+   that maximise mean Recall@20 on new items. Where the items have descriptions, the weight
+   of the descriptions in the EASE Gram matrix is chosen after the rest of the item-item
+   part, by new-item Recall@20 too. Then choose the repeat weight, its decay and the weight
+   of the items' repurchase rates that maximise mean Recall@20 on all purchases. The test
+   window is never seen.
 2. Rebuild everything from the whole training window with the chosen settings.
 """
 
@@ -58,6 +59,8 @@ class TrainConfig:
     beta_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
     alpha_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     tau_repeat_grid: tuple[float, ...] = (90.0, 365.0, 1e6)
+    #: gamma of the repeat term's item weight, ``repurchase rate ** gamma`` (0: none).
+    repeat_rate_power_grid: tuple[float, ...] = (0.0, 0.5, 1.0)
     #: Weight of the items' descriptions in the EASE Gram matrix (see
     #: :func:`description_similarity`), relative to the mean diagonal of ``X^T X``; 0 is
     #: plain EASE. Tuned over ``side_weight_grid`` when the log has descriptions.
@@ -138,6 +141,21 @@ def build_history(log: IndexedLog, reference_time: float, tau_input_days: float)
         input_weights.astype(np.float32),
         purchased,
     )
+
+
+def repurchase_rates(log: IndexedLog) -> np.ndarray:
+    """Per item, the share of its buyers who bought it on two days or more, smoothed towards
+    1/2 as ``(repeaters + 1) / (buyers + 2)`` (float32). Purchases only; one day's lines
+    count once, so a large order is not a repurchase."""
+    purchases = log.event_types == PURCHASE
+    days = np.floor(log.times[purchases] / DAY).astype(np.int64)
+    users, items = log.users[purchases], log.items[purchases]
+    # Distinct (user, item, day), then the number of days per (user, item).
+    user_item_day = np.unique(np.stack([users, items, days]), axis=1)
+    pairs, day_counts = np.unique(user_item_day[:2], axis=1, return_counts=True)
+    buyers = np.bincount(pairs[1], minlength=log.num_items)
+    repeaters = np.bincount(pairs[1][day_counts > 1], minlength=log.num_items)
+    return ((repeaters + 1.0) / (buyers + 2.0)).astype(np.float32)
 
 
 def build_popularity(log: IndexedLog, reference_time: float) -> Popularity:
@@ -286,6 +304,7 @@ class _ValidationWindow:
         self.side = side
         self.before = log.before(cut)
         self.popularity = torch.from_numpy(build_popularity(self.before, cut).blend(cut))
+        self.repurchase = repurchase_rates(self.before)
         targets = purchase_targets(log, cut, end)
         users = np.asarray(sorted(targets), dtype=np.int64)
         # Bound the dense users x items matrices (large logs: a seeded sample of users).
@@ -330,6 +349,7 @@ class _ValidationWindow:
                 self.popularity,
                 self.histories[tau].batch(self.users),
                 self.cut,
+                self.repurchase,
             )
 
     def recall_all(self, scores: torch.Tensor) -> float:
@@ -453,11 +473,12 @@ def _tune_blend(
             base
         ) / len(windows)
         for tau_repeat in config.tau_repeat_grid:
-            repeat = window.scores(*chosen, BlendWeights(1.0, beta, tau_repeat)) - base
-            for alpha in config.alpha_grid:
-                weights = BlendWeights(alpha, beta, tau_repeat)
-                value = window.recall_all(base + alpha * repeat)
-                all_recall[weights] = all_recall.get(weights, 0.0) + value / len(windows)
+            for power in config.repeat_rate_power_grid:
+                repeat = window.scores(*chosen, BlendWeights(1.0, beta, tau_repeat, power)) - base
+                for alpha in config.alpha_grid:
+                    weights = BlendWeights(alpha, beta, tau_repeat, power)
+                    value = window.recall_all(base + alpha * repeat)
+                    all_recall[weights] = all_recall.get(weights, 0.0) + value / len(windows)
         bar.update(1)
     bar.close()
     weights = max(all_recall, key=lambda key: all_recall[key])
@@ -510,6 +531,7 @@ def train(
     )
     history = build_history(indexed, end, config.tau_input_days)
     popularity = build_popularity(indexed, end)
+    repurchase = repurchase_rates(indexed)
     item_item = fit_item_item(indexed, config, end, side)
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     trained_at = time.time()
@@ -546,7 +568,15 @@ def train(
     )
     descriptions = {k: v for k, v in window.descriptions.items() if k in set(item_ids)}
     return RecommenderModel(
-        metadata, item_ids, user_ids, descriptions, history, popularity, item_item, weights
+        metadata,
+        item_ids,
+        user_ids,
+        descriptions,
+        history,
+        popularity,
+        item_item,
+        weights,
+        repurchase,
     )
 
 

@@ -72,18 +72,30 @@ def test_blend_top_k_equals_the_full_blend(
     rng = np.random.default_rng(num_items + k)
     now = 1_000 * DAY
     item_item = _model(kind, num_items, seed=k)
-    weights = BlendWeights(alpha=alpha, beta=beta, tau_repeat_days=90.0)
+    # Items' repurchase rates weigh the repeat term (a power of 0.5), as trained models do.
+    weights = BlendWeights(alpha=alpha, beta=beta, tau_repeat_days=90.0, repeat_rate_power=0.5)
+    repurchase = rng.uniform(0.05, 1.0, num_items).astype(np.float32)
     popularity = 1.0 / np.arange(1, num_items + 1) ** 0.7
     rng.shuffle(popularity)
     prior = torch.from_numpy((popularity / popularity.max()).astype(np.float32))
     batch = _batch(rng, 12, num_items, now)
     # Banned items: none, a few random ones, some of the user's own items, the whole top.
-    full = score_batch(item_item, weights, prior, batch, now)
+    full = score_batch(item_item, weights, prior, batch, now, repurchase)
     banned = [np.zeros(0, dtype=np.int64) for _ in range(batch.size)]
     banned[1] = rng.choice(num_items, size=10, replace=False)
     banned[2] = batch.items[batch.rows == 2][:5]
     banned[3] = torch.topk(full[3], 2 * k).indices.numpy()
-    found = blend_top_k(item_item, weights, prior, block_maxima(prior, 128), batch, now, k, banned)
+    found = blend_top_k(
+        item_item,
+        weights,
+        prior,
+        block_maxima(prior, 128),
+        batch,
+        now,
+        k,
+        banned,
+        repurchase=repurchase,
+    )
     assert found is not None
     values, indices = found
     for row, items in enumerate(banned):
@@ -139,12 +151,13 @@ def test_lowrank_top_k_equals_the_full_blend(
     now = 1_000 * DAY
     item_item = _lowrank(num_items, seed=k, structured=structured)
     assert item_item.norm_order is not None
-    weights = BlendWeights(alpha=alpha, beta=beta, tau_repeat_days=90.0)
+    weights = BlendWeights(alpha=alpha, beta=beta, tau_repeat_days=90.0, repeat_rate_power=1.0)
+    repurchase = rng.uniform(0.05, 1.0, num_items).astype(np.float32)
     popularity = 1.0 / np.arange(1, num_items + 1) ** 0.7
     rng.shuffle(popularity)
     prior = torch.from_numpy((popularity / popularity.max()).astype(np.float32))
     batch = _batch(rng, 12, num_items, now)
-    full = score_batch(item_item, weights, prior, batch, now)
+    full = score_batch(item_item, weights, prior, batch, now, repurchase)
     banned = [np.zeros(0, dtype=np.int64) for _ in range(batch.size)]
     banned[1] = rng.choice(num_items, size=10, replace=False)
     banned[2] = batch.items[batch.rows == 2][:5]
@@ -160,6 +173,7 @@ def test_lowrank_top_k_equals_the_full_blend(
         banned,
         first_chunk=256,
         max_fraction=1.0,
+        repurchase=repurchase,
     )
     assert unfinished == []
     for row, items in enumerate(banned):

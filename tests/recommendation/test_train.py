@@ -55,10 +55,17 @@ def test_save_and_load_give_the_same_scores(model: RecommenderModel, tmp_path: P
     users = np.arange(5)
     now = model.metadata.reference_time
     pop = torch.from_numpy(model.popularity.blend(now))
-    a = score_batch(model.item_item, model.weights, pop, model.history.batch(users), now)
-    b = score_batch(again.item_item, again.weights, pop, again.history.batch(users), now)
+    a = score_batch(
+        model.item_item, model.weights, pop, model.history.batch(users), now, model.repurchase
+    )
+    b = score_batch(
+        again.item_item, again.weights, pop, again.history.batch(users), now, again.repurchase
+    )
     assert torch.allclose(a, b)
     assert again.item_ids == model.item_ids
+    assert model.repurchase is not None and again.repurchase is not None
+    assert np.array_equal(again.repurchase, model.repurchase)
+    assert again.weights == model.weights
 
 
 def test_evaluation_reports_model_and_three_baselines(log_path: Path) -> None:
