@@ -744,6 +744,7 @@ class RecommenderModel:
         with np.load(directory / "popularity.npz") as p:
             popularity = Popularity(len(items["item_ids"]), float(p["reference_time"]))
             popularity.sums = p["sums"].copy()
+        rates = directory / "repurchase.npy"  # absent in models trained before the rates
         return RecommenderModel(
             metadata,
             list(items["item_ids"]),
@@ -753,6 +754,6 @@ class RecommenderModel:
             popularity,
             ItemItem.from_state(weights["item_item"]),
             blend,
-            np.load(rates) if (rates := directory / "repurchase.npy").is_file() else None,
+            np.load(rates) if rates.is_file() else None,
             directory,
         )

@@ -792,6 +792,8 @@ def judge(
     for name in checked["services"]:
         rpc = MEASURABLE[name][0]
         service_cal = calibration.services[name]
+        # The calibration's passes, each fitted alone (calibrated in the run); else None.
+        pass_cals = [c.services[name] for c in paired] if paired else None
         replay = Replay(
             rpc,
             measured[name],
@@ -805,7 +807,7 @@ def judge(
             rates[name],
             replay,
             log=log,
-            paired=[c.services[name] for c in paired] if paired else None,
+            paired=pass_cals,
         )
         verdict = evaluate(
             rows,
@@ -815,10 +817,8 @@ def judge(
             replications=args.model_replications,
         )
         verdict["analytic_capacity_per_s"] = round(capacity_per_s(service_cal, rpc), 1)
-        if paired:
-            verdict["calibration_band"] = calibration_band(
-                service_cal, [c.services[name] for c in paired], rows, replay
-            )
+        if pass_cals:
+            verdict["calibration_band"] = calibration_band(service_cal, pass_cals, rows, replay)
         results[name] = {"rpc": rpc, "rows": rows, **verdict}
     from services.runtime.bench import run_metadata
 
