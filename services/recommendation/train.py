@@ -488,8 +488,7 @@ def _tune_blend(
         "validation_windows": float(len(windows)),
         "validation_users": float(sum(len(w.users) for w in windows)),
     }
-    lam, tau_matrix, side_weight, tau = chosen
-    return _Tuned(lam, tau_matrix, side_weight, tau, weights, metrics)
+    return _Tuned(*chosen, weights, metrics)
 
 
 def train(
@@ -566,7 +565,8 @@ def train(
         metrics=metrics,
         data=data_name,
     )
-    descriptions = {k: v for k, v in window.descriptions.items() if k in set(item_ids)}
+    known = set(item_ids)
+    descriptions = {k: v for k, v in window.descriptions.items() if k in known}
     return RecommenderModel(
         metadata,
         item_ids,
